@@ -1,0 +1,136 @@
+"""Settings: conf/base.yml + conf/<env>.yml + environment variables, into one object.
+
+The object is passed explicitly to every layer; nothing reads the environment later.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+# Environment variable -> dotted settings key (the outward contract, see README).
+ENV_OVERRIDES = {
+    "FITBIT_RAW_DIR": "paths.raw_dir",
+    "FITBIT_LAKE_DIR": "paths.lake_dir",
+    "KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrap_servers",
+    "MLFLOW_TRACKING_URI": "mlflow.tracking_uri",
+}
+
+
+def find_conf_dir(start: Path | None = None) -> Path:
+    """conf/ of the project: $FITBIT_CONF_DIR, else the nearest conf/base.yml above start."""
+    if os.environ.get("FITBIT_CONF_DIR"):
+        return Path(os.environ["FITBIT_CONF_DIR"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in [here, *here.parents]:
+        if (folder / "conf" / "base.yml").is_file():
+            return folder / "conf"
+    package_root = Path(__file__).resolve().parents[2]
+    if (package_root / "conf" / "base.yml").is_file():
+        return package_root / "conf"
+    raise FileNotFoundError("conf/base.yml not found: run from the project or set FITBIT_CONF_DIR")
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict:
+    merged = copy.deepcopy(dict(base))
+    for key, value in (over or {}).items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of one run. `raw` is the merged YAML tree; properties name what code uses."""
+
+    raw: dict
+    project_root: Path
+    env: str = "local"
+    overrides: dict = field(default_factory=dict)
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        node: Any = self.raw
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def _path(self, value: str) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else (self.project_root / path)
+
+    @property
+    def raw_dir(self) -> Path:
+        return self._path(self.get("paths.raw_dir"))
+
+    @property
+    def lake_dir(self) -> Path:
+        return self._path(self.get("paths.lake_dir"))
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.lake_dir / self.get("paths.reports_dir")
+
+    @property
+    def synthetic_dir(self) -> Path:
+        return self.lake_dir / self.get("paths.synthetic_dir")
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.lake_dir / "checkpoints"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.get("kafka.bootstrap_servers")
+
+    @property
+    def events_topic(self) -> str:
+        return self.get("kafka.events_topic")
+
+    @property
+    def alerts_topic(self) -> str:
+        return self.get("kafka.alerts_topic")
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.get("mlflow.tracking_uri") or f"sqlite:///{self.lake_dir / 'mlflow.db'}"
+
+    def with_overrides(self, **dotted_values: Any) -> "Settings":
+        """A copy with settings replaced, e.g. notebook parameters: {"paths.raw_dir": "..."}."""
+        tree = copy.deepcopy(self.raw)
+        for dotted, value in dotted_values.items():
+            if value not in (None, ""):
+                _set_dotted(tree, dotted, value)
+        return Settings(raw=tree, project_root=self.project_root, env=self.env)
+
+
+def load_settings(env: str | None = None, conf_dir: Path | None = None,
+                  environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Load base.yml, merge <env>.yml over it, then environment variables, then overrides."""
+    environ = os.environ if environ is None else environ
+    conf_dir = conf_dir or find_conf_dir()
+    env = env or environ.get("FITBIT_ENV", "local")
+    tree = yaml.safe_load((conf_dir / "base.yml").read_text()) or {}
+    env_file = conf_dir / f"{env}.yml"
+    if env_file.is_file():
+        tree = deep_merge(tree, yaml.safe_load(env_file.read_text()) or {})
+    for var, dotted in ENV_OVERRIDES.items():
+        if environ.get(var):
+            _set_dotted(tree, dotted, environ[var])
+    settings = Settings(raw=tree, project_root=conf_dir.parent, env=env)
+    return settings.with_overrides(**overrides) if overrides else settings

@@ -1,0 +1,258 @@
+"""The local Apache Kafka broker: single node, KRaft, jars from Maven Central.
+
+ensure_broker() uses whatever answers at KAFKA_BOOTSTRAP_SERVERS; when nothing does and the
+address is a localhost one, it fetches the jars (Maven), formats storage under the lake and starts
+a broker on that port. Errors are one readable line that says what to do.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .spark import require_java
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+
+
+class BrokerError(RuntimeError):
+    """A broker problem the user can fix; the message says how."""
+
+
+@dataclass
+class BrokerHandle:
+    bootstrap_servers: str
+    started_here: bool
+    pid: int | None = None
+
+
+def parse_bootstrap(bootstrap: str) -> tuple[str, int]:
+    first = bootstrap.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    if not host or not port.isdigit():
+        raise BrokerError(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap!r} is not host:port; "
+                          f"use e.g. localhost:9092")
+    return host.strip("[]"), int(port)
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def speaks_kafka(bootstrap: str, timeout_s: float = 10.0) -> bool:
+    """True when a Kafka broker answers an ApiVersions/metadata request at the address."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fitbit-healthcheck",
+                                 request_timeout_ms=int(timeout_s * 1000),
+                                 bootstrap_timeout_ms=int(timeout_s * 1000))
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalBroker:
+    """Files of the local broker: jars in .cache/, config, data and pid file under the lake."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.version = settings.get("kafka.broker.version")
+        self.libs_dir = settings.project_root / ".cache" / f"kafka-{self.version}" / "libs"
+        self.home = settings.lake_dir / settings.get("kafka.broker.log_dir")
+        self.data_dir = self.home / "data"
+        self.pid_file = self.home / "broker.pid"
+        self.log_file = self.home / "broker.log"
+        self.host, self.port = parse_bootstrap(settings.bootstrap_servers)
+
+    # --- jars ---------------------------------------------------------------------------
+    def ensure_jars(self) -> None:
+        if self.libs_dir.is_dir() and any(self.libs_dir.glob("kafka_2.13-*.jar")):
+            return
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError("Maven (mvn) not found: it fetches the Kafka broker's jars from Maven "
+                              "Central; install it (apt-get install maven) or start a broker yourself "
+                              "and set KAFKA_BOOTSTRAP_SERVERS.")
+        pom = self.settings.project_root / "tools" / "kafka" / "pom.xml"
+        log.warning("Fetching Apache Kafka %s jars from Maven Central (first run only) ...", self.version)
+        tmp = self.libs_dir.with_name("libs.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+               f"-Dkafka.version={self.version}", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BrokerError(f"Could not fetch Kafka {self.version} jars with Maven "
+                              f"({result.stdout[-300:] or result.stderr[-300:]}); check Maven Central access.")
+        shutil.rmtree(self.libs_dir, ignore_errors=True)
+        tmp.rename(self.libs_dir)
+
+    # --- config and storage -------------------------------------------------------------
+    def _write_config(self, controller_port: int) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.host if self.host != '0.0.0.0' else 'localhost'}:{self.port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": str(self.settings.get("kafka.partitions")),
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "true",
+            "message.max.bytes": str(self.settings.get("producer.max_request_size") + 65536),
+            "log.retention.hours": "-1",     # the topic is the replay log of the lake
+        }
+        path = self.home / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        log4j = self.home / "log4j2.properties"
+        log4j.write_text(
+            "status = error\nappender.f.type = File\nappender.f.name = F\n"
+            f"appender.f.fileName = {self.log_file}\nappender.f.layout.type = PatternLayout\n"
+            "appender.f.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = INFO\nrootLogger.appenderRef.f.ref = F\n")
+        return path
+
+    def _java(self, main: str, *args: str, **popen) -> subprocess.Popen:
+        java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+        cmd = [java, f"-Xmx{self.settings.get('kafka.broker.heap')}", "-Xms128m",
+               f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+               f"-Dkafka.logs.dir={self.home}", "-cp", f"{self.libs_dir}/*", main, *args]
+        return subprocess.Popen(cmd, **popen)
+
+    def format_storage(self, config: Path) -> None:
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = uuid.uuid4().hex[:22]
+        proc = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out, _ = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            raise BrokerError(f"Formatting Kafka storage in {self.data_dir} failed: {out.strip()[-400:]}")
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def running_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def start(self) -> int:
+        require_java()
+        self.ensure_jars()
+        config = self._write_config(_free_port())
+        self.format_storage(config)
+        with open(self.log_file.with_suffix(".out"), "ab") as out:
+            proc = self._java("kafka.Kafka", str(config), stdout=out, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + self.settings.get("kafka.broker.startup_timeout_s")
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = self.log_file.read_text()[-800:] if self.log_file.exists() else ""
+                raise BrokerError(f"The local Kafka broker exited at start (code {proc.returncode}); "
+                                  f"see {self.log_file}. {tail.strip().splitlines()[-1] if tail else ''}")
+            if port_open("127.0.0.1", self.port) and speaks_kafka(self.settings.bootstrap_servers, 5):
+                return proc.pid
+            time.sleep(0.5)
+        self.stop()
+        raise BrokerError(f"The local Kafka broker did not answer within "
+                          f"{self.settings.get('kafka.broker.startup_timeout_s')} s; see {self.log_file}.")
+
+    def stop(self, timeout_s: float = 30) -> bool:
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.3)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def ensure_broker(settings: Settings) -> BrokerHandle:
+    """A broker answering at the configured address: the existing one, or a local one started now."""
+    bootstrap = settings.bootstrap_servers
+    host, port = parse_bootstrap(bootstrap)
+    if port_open(host, port):
+        if speaks_kafka(bootstrap):
+            return BrokerHandle(bootstrap, started_here=False)
+        raise BrokerError(f"Port {port} on {host} is taken by something that is not Kafka: stop it, or "
+                          f"set KAFKA_BOOTSTRAP_SERVERS=localhost:<free port> to run a local broker there.")
+    if host not in LOCAL_HOSTS:
+        raise BrokerError(f"No Kafka broker answers at {bootstrap}: start it, or unset "
+                          f"KAFKA_BOOTSTRAP_SERVERS to run a local broker on localhost:9092.")
+    broker = LocalBroker(settings)
+    log.warning("No Kafka at %s: starting a local KRaft broker (Kafka %s), data in %s",
+                bootstrap, broker.version, broker.data_dir)
+    pid = broker.start()
+    ensure_topics(settings)
+    return BrokerHandle(bootstrap, started_here=True, pid=pid)
+
+
+def stop_local_broker(settings: Settings) -> bool:
+    return LocalBroker(settings).stop()
+
+
+def ensure_topics(settings: Settings) -> None:
+    """The events and alerts topics, created with the configured partitions if missing."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="fitbit-admin")
+    try:
+        existing = set(admin.list_topics())
+        wanted = [NewTopic(t, settings.get("kafka.partitions"), 1)
+                  for t in (settings.events_topic, settings.alerts_topic) if t not in existing]
+        if wanted:
+            try:
+                admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()

@@ -1,0 +1,143 @@
+"""Validation rules as Spark expressions, and the reconciliation of counts.
+
+A rule is named in conf/ (validation.rules) with its parameters; the catalogue says which rules a
+column or kind is subject to. Each failed rule adds its name (":<column>" where it is about one
+column) to the record's `reasons`; a record with any reason goes to silver/quarantine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column as SparkColumn
+from pyspark.sql import functions as F
+
+from .catalogue import DATE_FORMAT, TIMESTAMP_FORMAT, Column, FileKind
+from .config import Settings
+
+STRUCTURAL_RULES = ("unparseable_event", "unknown_event_type", "field_count", "id_not_positive_integer", "timestamp_unparseable")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The enabled rules and their parameters, from conf/ validation.rules."""
+    params: dict
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Rules":
+        rules = settings.get("validation.rules") or {}
+        return cls({name: (p or {}) for name, p in rules.items() if (p or {}).get("enabled", True)})
+
+    def on(self, name: str) -> bool:
+        # structural rules cannot be switched off: a record that fails them has no typed form
+        return name in self.params or name in STRUCTURAL_RULES
+
+    def param(self, name: str, key: str):
+        return self.params[name][key]
+
+
+def _reason(rules: Rules, rule: str, failed: SparkColumn, column: str | None = None) -> SparkColumn | None:
+    if not rules.on(rule):
+        return None
+    return F.when(failed, F.lit(f"{rule}:{column}" if column else rule))
+
+
+def typed_value(raw: SparkColumn, col: Column) -> SparkColumn:
+    """The source string typed as the silver column (null when it does not parse)."""
+    text = F.trim(raw)
+    if col.type == "id" or col.type == "long":
+        value = text.try_cast("bigint")
+    elif col.type == "double":
+        value = text.try_cast("double")
+        value = F.when(F.isnan(value) | (F.abs(value) == F.lit(float("inf"))), None).otherwise(value)
+    elif col.type == "bool":
+        lowered = F.lower(text)
+        value = F.when(lowered == "true", True).when(lowered == "false", False)
+    elif col.type == "date":
+        value = F.try_to_date(text, DATE_FORMAT)
+    elif col.type == "timestamp":
+        # NTZ: the wall-clock string as read, never shifted by a zone (a DST-gap hour stays)
+        value = F.try_to_timestamp(text, F.lit(TIMESTAMP_FORMAT)).cast("timestamp_ntz")
+    else:
+        raise ValueError(f"unknown column type {col.type}")
+    if col.scale != 1.0:
+        value = value * F.lit(col.scale)
+    return value
+
+
+def column_reasons(raw: SparkColumn, value: SparkColumn, col: Column, rules: Rules) -> list[SparkColumn]:
+    """Reasons about one column: type/format, sign, and the column's own checks."""
+    missing = raw.isNull() | (F.trim(raw) == "")
+    bad_parse = value.isNull() & (~missing if col.nullable else F.lit(True))
+    reasons: list[SparkColumn | None] = []
+    if col.type == "id":
+        reasons.append(_reason(rules, "id_not_positive_integer", value.isNull() | (value <= 0)))
+    elif col.type in ("date", "timestamp"):
+        reasons.append(_reason(rules, "timestamp_unparseable", value.isNull(), col.name))
+    elif col.type == "bool":
+        reasons.append(_reason(rules, "not_a_boolean", bad_parse, col.name))
+    else:
+        reasons.append(_reason(rules, "not_a_number", bad_parse, col.name))
+        reasons.append(_reason(rules, "negative_value", value < 0, col.name))
+    for check in col.checks:
+        reasons.append(_check(check, value, col, rules))
+    return [r for r in reasons if r is not None]
+
+
+def _range(rules: Rules, rule: str, value: SparkColumn, col: Column) -> SparkColumn | None:
+    if not rules.on(rule):
+        return None
+    low, high = rules.param(rule, "min"), rules.param(rule, "max")
+    return _reason(rules, rule, (value < low) | (value > high), col.name)
+
+
+def _check(check: str, value: SparkColumn, col: Column, rules: Rules) -> SparkColumn | None:
+    if not rules.on(check):
+        return None
+    if check in ("daily_minutes_above_max", "steps_per_minute_above_max"):
+        return _reason(rules, check, value > F.lit(rules.param(check, "max")), col.name)
+    if check in ("heart_rate_out_of_range", "minute_intensity_out_of_range", "minute_sleep_out_of_range"):
+        return _range(rules, check, value, col)
+    raise ValueError(f"unknown column check {check!r} on {col.name}")
+
+
+def row_reasons(kind: FileKind, typed: dict[str, SparkColumn], rules: Rules) -> list[SparkColumn]:
+    """Cross-field rules of a kind, over its typed columns."""
+    reasons: list[SparkColumn | None] = []
+    for check in kind.row_checks:
+        if check == "daily_minutes_sum_above_max" and rules.on(check):
+            total = sum(F.coalesce(typed[c], F.lit(0)) for c in
+                        ("very_active_minutes", "fairly_active_minutes", "lightly_active_minutes",
+                         "sedentary_minutes"))
+            reasons.append(_reason(rules, check, total > F.lit(rules.param(check, "max"))))
+        elif check == "asleep_above_time_in_bed":
+            reasons.append(_reason(rules, check, typed["total_minutes_asleep"] > typed["total_time_in_bed"]))
+        elif check != "daily_minutes_sum_above_max":
+            raise ValueError(f"unknown row check {check!r} on {kind.kind}")
+    return [r for r in reasons if r is not None]
+
+
+def collect_reasons(reasons: list[SparkColumn]) -> SparkColumn:
+    """array<string> of the failed rules (empty when the record is valid)."""
+    if not reasons:
+        return F.array().cast("array<string>")
+    return F.array_compact(F.array(*reasons))
+
+
+# --- reconciliation ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """Per silver table: records in = silver rows + duplicates + quarantined."""
+    table: str
+    records_in: int
+    silver_rows: int
+    duplicates: int
+    quarantined: int
+
+    @property
+    def holds(self) -> bool:
+        return self.records_in == self.silver_rows + self.duplicates + self.quarantined
+
+    def as_dict(self) -> dict:
+        return {"table": self.table, "records_in": self.records_in, "silver_rows": self.silver_rows,
+                "duplicates": self.duplicates, "quarantined": self.quarantined, "holds": self.holds}
