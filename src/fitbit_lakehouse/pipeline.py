@@ -112,3 +112,23 @@ def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir
     print(f"  Reports and charts: {settings.reports_dir}")
     print(f"  Executed notebooks: {out_dir}")
     print(f"  MLflow:             {settings.mlflow_tracking_uri}")
+
+
+def stream(settings: Settings) -> None:
+    """`make stream`: bronze and silver as continuous queries (processingTime) until Ctrl-C."""
+    from .bronze import start_bronze
+    from .kafka_broker import ensure_broker
+    from .silver import start_silver
+    from .spark import get_spark
+
+    ensure_broker(settings)
+    spark = get_spark(settings)
+    queries = [start_bronze(spark, settings, "processingTime"), start_silver(spark, settings, "processingTime")]
+    print("Streaming bronze and silver; Ctrl-C stops.", flush=True)
+    try:
+        spark.streams.awaitAnyTermination()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for query in queries:
+            query.stop()

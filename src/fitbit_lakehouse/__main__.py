@@ -1,0 +1,94 @@
+"""Command line: python -m fitbit_lakehouse <command> (see --help)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fitbit_lakehouse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("produce", help="replay the Fitbit CSVs into the events topic")
+    p.add_argument("--files", help="only files whose kind or name contains one of these (comma-separated)")
+    p.add_argument("--limit", type=int, help="send at most this many rows")
+    p.add_argument("--speed", type=float, help="seconds of event time per wall second (0 = as fast as possible)")
+    p.add_argument("--raw-dir", help="overrides FITBIT_RAW_DIR")
+    for name, help_ in (("bronze", "Kafka -> bronze/events"), ("silver", "bronze -> silver tables + quarantine")):
+        q = sub.add_parser(name, help=help_)
+        q.add_argument("--trigger", choices=["availableNow", "processingTime"])
+    sub.add_parser("gold", help="silver -> gold star schema and KPIs")
+    sub.add_parser("insights", help="charts, report and an MLflow run")
+    sub.add_parser("run", help="the five notebooks headless, with a broker for the run")
+    sub.add_parser("stream", help="bronze and silver running continuously (Ctrl-C stops)")
+    sub.add_parser("synthetic", help="write the synthetic data set into FITBIT_RAW_DIR")
+    sub.add_parser("setup", help="check Java, fetch the Kafka broker jars and Spark's Maven packages")
+    k = sub.add_parser("kafka", help="the local broker")
+    k.add_argument("action", choices=["up", "down", "status"])
+    args = parser.parse_args(argv)
+
+    from .kafka_broker import BrokerError
+    from .pipeline import settings_from_params
+
+    settings = settings_from_params(raw_dir=getattr(args, "raw_dir", None))
+    try:
+        return _dispatch(args, settings)
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args, settings) -> int:
+    from . import pipeline
+
+    if args.command == "produce":
+        pipeline.produce_step(settings, file_filter=args.files, limit=args.limit, speed=args.speed)
+    elif args.command == "bronze":
+        print(json.dumps(pipeline.bronze_step(settings, args.trigger)))
+    elif args.command == "silver":
+        print(json.dumps(pipeline.silver_step(settings, args.trigger), indent=1))
+    elif args.command == "gold":
+        print(json.dumps(pipeline.gold_step(settings), indent=1))
+    elif args.command == "insights":
+        print(json.dumps(pipeline.insights_step(settings), indent=1, default=str))
+    elif args.command == "run":
+        pipeline.run_notebooks(settings)
+    elif args.command == "stream":
+        pipeline.stream(settings)
+    elif args.command == "synthetic":
+        from .synthetic import generate
+
+        paths = generate(settings.raw_dir, users=settings.get("synthetic.users"),
+                         days=settings.get("synthetic.days"), seed=settings.get("synthetic.seed"),
+                         heart_rate_users=settings.get("synthetic.heart_rate_users"),
+                         dirty_rows=settings.get("synthetic.dirty_rows"))
+        print(f"wrote {len(paths)} files under {settings.raw_dir}")
+    elif args.command == "setup":
+        from .kafka_broker import LocalBroker
+        from .spark import get_spark, require_java
+
+        require_java()
+        LocalBroker(settings).ensure_jars()
+        get_spark(settings).stop()   # resolves Delta + the Kafka connector into the Ivy cache
+        print("setup ok: Java, Kafka broker jars and Spark packages are in place")
+    elif args.command == "kafka":
+        from .kafka_broker import LocalBroker, ensure_broker, ensure_topics, stop_local_broker
+
+        if args.action == "up":
+            handle = ensure_broker(settings)
+            ensure_topics(settings)
+            where = "started" if handle.started_here else "already answering"
+            print(f"Kafka {where} at {handle.bootstrap_servers}")
+        elif args.action == "down":
+            print("stopped" if stop_local_broker(settings) else "no local broker was running")
+        else:
+            pid = LocalBroker(settings).running_pid()
+            print(f"local broker pid {pid}" if pid else "no local broker running")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

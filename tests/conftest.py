@@ -1,0 +1,64 @@
+"""Shared fixtures: one SparkSession per test session, the real month-2 files, a real Kafka broker."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from fitbit_lakehouse.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+MONTH2 = ROOT.parent / "shared" / "data" / "fitbit" / "4.12.16-5.12.16"
+
+# data times are naive wall-clock: run everything in a US zone with a DST gap to prove nothing shifts
+os.environ.setdefault("TZ", "America/Chicago")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def test_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("lakehouse")
+
+
+@pytest.fixture(scope="session")
+def base_settings(test_root):
+    """Settings of the test session: a lake under tmp, a broker port of its own."""
+    environ = {"FITBIT_LAKE_DIR": str(test_root / "lake"), "FITBIT_RAW_DIR": str(test_root / "raw"),
+               "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{_free_port()}"}
+    return load_settings(env="local", conf_dir=ROOT / "conf", environ=environ).with_overrides(
+        **{"spark.shuffle_partitions": 2})
+
+
+@pytest.fixture(scope="session")
+def spark(base_settings):
+    from fitbit_lakehouse.spark import get_spark
+
+    session = get_spark(base_settings, app_name="fitbit-lakehouse-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def month2() -> Path:
+    if not (MONTH2 / "dailyActivity_merged.csv").is_file():
+        pytest.skip(f"real Fitbit month-2 files not found at {MONTH2} (../shared beside the repo)")
+    return MONTH2
+
+
+@pytest.fixture(scope="session")
+def broker(base_settings):
+    """A real Apache Kafka broker (KRaft), started for the session and stopped after it."""
+    from fitbit_lakehouse.kafka_broker import ensure_broker, stop_local_broker
+
+    settings = base_settings.with_overrides(**{"paths.lake_dir": str(Path(base_settings.lake_dir).parent / "broker")})
+    handle = ensure_broker(settings)
+    yield handle
+    if handle.started_here:
+        stop_local_broker(settings)

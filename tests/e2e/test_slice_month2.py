@@ -1,0 +1,198 @@
+"""CSV -> real Kafka -> Spark -> Delta bronze/silver/gold, on three real month-2 files.
+
+Every expected figure is computed here with pandas straight from the CSVs, following CONTRACT.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fitbit_lakehouse import pipeline
+from fitbit_lakehouse.gold import user_key_secret
+
+pytestmark = pytest.mark.e2e
+
+FILES = "dailyActivity,sleepDay,hourlySteps"
+
+
+@pytest.fixture(scope="module")
+def settings(base_settings, broker, month2, test_root):
+    return base_settings.with_overrides(**{
+        "paths.raw_dir": str(month2), "paths.lake_dir": str(test_root / "slice"),
+        "kafka.bootstrap_servers": broker.bootstrap_servers, "kafka.events_topic": "e2e_slice_events",
+        "kafka.alerts_topic": "e2e_slice_alerts"})
+
+
+@pytest.fixture(scope="module")
+def lake(settings, spark):
+    """The pipeline run once: produce, bronze, silver, gold (as `make run` does, in-process)."""
+    produced = pipeline.produce_step(settings, file_filter=FILES)
+    pipeline.bronze_step(settings)
+    reconciliation = pipeline.silver_step(settings)
+    pipeline.gold_step(settings)
+    from fitbit_lakehouse.tables import Lake
+
+    return {"produced": produced, "reconciliation": reconciliation, "lake": Lake(spark, settings)}
+
+
+@pytest.fixture(scope="module")
+def csv(month2):
+    read = lambda name: pd.read_csv(month2 / f"{name}_merged.csv")  # noqa: E731
+    daily = read("dailyActivity")
+    daily["date"] = pd.to_datetime(daily["ActivityDate"], format="%m/%d/%Y")
+    sleep_raw = read("sleepDay")
+    sleep = sleep_raw.drop_duplicates().copy()
+    sleep["date"] = pd.to_datetime(sleep["SleepDay"], format="%m/%d/%Y %I:%M:%S %p").dt.normalize()
+    hourly = read("hourlySteps")
+    hourly["hour_ts"] = pd.to_datetime(hourly["ActivityHour"], format="%m/%d/%Y %I:%M:%S %p")
+    return {"daily": daily, "sleep": sleep, "sleep_raw": sleep_raw, "hourly": hourly}
+
+
+def _key(fitbit_id: int, secret: str) -> str:
+    return hmac.new(secret.encode(), str(fitbit_id).encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _gold(lake, name) -> pd.DataFrame:
+    return lake["lake"].read("gold", name).toPandas()
+
+
+def test_every_row_reaches_bronze_and_reconciles(lake, csv):
+    rows = len(csv["daily"]) + len(csv["sleep_raw"]) + len(csv["hourly"])
+    assert lake["produced"]["rows"] == rows
+    assert lake["lake"].count("bronze", "events") == rows
+    assert all(r["holds"] for r in lake["reconciliation"])
+    by_table = {r["table"]: r for r in lake["reconciliation"]}
+    assert by_table["sleep_day"]["duplicates"] == len(csv["sleep_raw"]) - len(csv["sleep"])
+
+
+def test_silver_holds_distinct_keys_typed(lake, csv):
+    daily = lake["lake"].read("silver", "daily_activity").toPandas()
+    assert len(daily) == csv["daily"][["Id", "date"]].drop_duplicates().shape[0]
+    got = daily.assign(date=pd.to_datetime(daily["activity_date"])).set_index(["fitbit_id", "date"]).sort_index()
+    want = csv["daily"].set_index(["Id", "date"]).sort_index()
+    assert (got["total_steps"].values == want["TotalSteps"].values).all()
+    assert np.allclose(got["total_distance"].values, want["TotalDistance"].values)
+    sleep = lake["lake"].read("silver", "sleep_day").toPandas()
+    assert len(sleep) == len(csv["sleep"]) == 410
+    schema = dict(lake["lake"].read("silver", "hourly_steps").dtypes)
+    assert schema["activity_hour"] == "timestamp_ntz" and schema["fitbit_id"] == "bigint"
+
+
+def test_gold_daily_and_kpis_match_pandas(lake, csv, settings):
+    secret = user_key_secret(settings)
+    d = csv["daily"].copy()
+    d["user_key"] = d["Id"].map(lambda i: _key(i, secret))
+    d["date_key"] = d["date"].dt.strftime("%Y%m%d").astype(int)
+    d["active"] = d["VeryActiveMinutes"] + d["FairlyActiveMinutes"] + d["LightlyActiveMinutes"]
+    d["mvpa"] = d["VeryActiveMinutes"] + d["FairlyActiveMinutes"]
+    d["valid"] = d["TotalSteps"] > 0
+
+    fact = _gold(lake, "fact_daily_activity")
+    assert len(fact) == len(d) == 940
+    assert int(fact["is_valid_day"].sum()) == int(d["valid"].sum()) == 863
+    assert "fitbit_id" not in fact.columns
+    f = fact.set_index(["user_key", "date_key"]).sort_index()
+    w = d.set_index(["user_key", "date_key"]).sort_index()
+    assert (f["active_minutes"].values == w["active"].values).all()
+    assert (f["tracked_minutes"].values == (w["active"] + w["SedentaryMinutes"]).values).all()
+
+    s = csv["sleep"].copy()
+    s["user_key"] = s["Id"].map(lambda i: _key(i, secret))
+    s["date_key"] = s["date"].dt.strftime("%Y%m%d").astype(int)
+    sleep = _gold(lake, "fact_sleep")
+    assert len(sleep) == 410 and set(sleep["source"]) == {"sleepDay"}
+
+    v = d[d["valid"]].merge(s, on=["user_key", "date_key"], how="left")
+    activity = 0.5 * np.minimum(v["TotalSteps"] / 10000, 1) + 0.5 * np.minimum(v["mvpa"] / 30, 1)
+    efficiency = v["TotalMinutesAsleep"] / v["TotalTimeInBed"]
+    sleep_score = 0.5 * np.minimum(v["TotalMinutesAsleep"] / 420, 1) + 0.5 * efficiency
+    v["wellness"] = 100 * (0.5 * activity + 0.5 * sleep_score)   # unrounded
+    v["segment"] = np.select([v["active"] >= 270, v["active"] >= 180], ["High", "Medium"], "Low")
+
+    kpi = _gold(lake, "kpi_daily_wellness").merge(v, on=["user_key", "date_key"], how="outer", indicator=True)
+    assert (kpi["_merge"] == "both").all() and len(kpi) == 863
+    assert kpi["wellness_score"].isna().sum() == v["wellness"].isna().sum()
+    both = kpi.dropna(subset=["wellness"])
+    # rounded to one decimal: within half a unit of the exact score
+    assert (abs(both["wellness_score"] - both["wellness"]) <= 0.05 + 1e-9).all()
+    assert (kpi["daily_segment"] == kpi["segment"]).all()
+
+
+def test_dim_user_segments_and_goal_alerts(lake, csv, settings):
+    secret = user_key_secret(settings)
+    d = csv["daily"][csv["daily"]["TotalSteps"] > 0].copy()
+    d["active"] = d["VeryActiveMinutes"] + d["FairlyActiveMinutes"] + d["LightlyActiveMinutes"]
+    per_user = d.groupby("Id")["active"].mean()
+    want = {_key(i, secret): ("High" if m >= 270 else "Medium" if m >= 180 else "Low") for i, m in per_user.items()}
+    users = _gold(lake, "dim_user").set_index("user_key")
+    for key, segment in want.items():
+        assert users.loc[key, "engagement_segment"] == segment
+    no_valid = set(users.index) - set(want)
+    assert all(users.loc[k, "engagement_segment"] == "Unknown" for k in no_valid)
+
+    h = csv["hourly"].sort_values(["Id", "hour_ts"]).copy()
+    h["day"] = h["hour_ts"].dt.normalize()
+    h["cum"] = h.groupby(["Id", "day"])["StepTotal"].cumsum()
+    first = h[h["cum"] >= 10000].groupby(["Id", "day"]).first().reset_index()
+    alerts = _gold(lake, "goal_alerts")
+    assert len(alerts) == len(first)
+    got = alerts.set_index(["user_key", "date_key"]).sort_index()
+    first["user_key"] = first["Id"].map(lambda i: _key(i, secret))
+    first["date_key"] = first["day"].dt.strftime("%Y%m%d").astype(int)
+    exp = first.set_index(["user_key", "date_key"]).sort_index()
+    assert (got["steps_at_alert"].values == exp["cum"].values).all()
+    assert (pd.to_datetime(got["reached_at"]).values == exp["hour_ts"].values).all()
+
+
+def test_gold_reads_the_same_through_delta_rs(lake, settings):
+    from deltalake import DeltaTable
+
+    for name in ("fact_daily_activity", "kpi_daily_wellness", "dim_user", "fact_sleep"):
+        spark_df = _gold(lake, name)
+        rs_df = DeltaTable(str(settings.lake_dir / "gold" / name)).to_pandas()
+        key = ["user_key", "date_key"] if "date_key" in spark_df.columns else ["user_key"]
+        a = spark_df.sort_values(key).reset_index(drop=True)
+        b = rs_df[a.columns].sort_values(key).reset_index(drop=True)
+        pd.testing.assert_frame_equal(a, b, check_dtype=False, check_datetimelike_compat=True)
+
+
+def test_replay_changes_nothing_downstream(lake, settings):
+    before = {t: lake["lake"].read("silver", t).drop("_kafka_offset", "_kafka_timestamp").toPandas()
+              for t in ("daily_activity", "sleep_day")}
+    gold_before = _gold(lake, "kpi_daily_wellness")
+    pipeline.produce_step(settings, file_filter=FILES)
+    pipeline.bronze_step(settings)
+    report = pipeline.silver_step(settings)
+    pipeline.gold_step(settings)
+    assert all(r["holds"] for r in report)
+    for table, df in before.items():
+        after = lake["lake"].read("silver", table).drop("_kafka_offset", "_kafka_timestamp").toPandas()
+        assert len(after) == len(df)
+    by_table = {r["table"]: r for r in report}
+    assert by_table["daily_activity"]["duplicates"] == 940   # the replayed copy of every row
+    gold_after = _gold(lake, "kpi_daily_wellness")
+    key = ["user_key", "date_key"]
+    pd.testing.assert_frame_equal(gold_before.sort_values(key).reset_index(drop=True),
+                                  gold_after.sort_values(key).reset_index(drop=True))
+
+
+def test_poison_messages_end_in_quarantine(lake, settings):
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    producer.send(settings.events_topic, b"this is not json")
+    producer.send(settings.events_topic, json.dumps({"event_type": "stepsFromMars", "payload": {}}).encode())
+    producer.flush()
+    producer.close()
+    pipeline.bronze_step(settings)
+    report = pipeline.silver_step(settings)
+    assert all(r["holds"] for r in report)
+    q = lake["lake"].read("silver", "quarantine").toPandas()
+    reasons = {row.raw_value: list(row.reasons) for row in q.itertuples()}
+    assert reasons["this is not json"] == ["unparseable_event"]
+    assert any(v == ["unknown_event_type"] for k, v in reasons.items() if "stepsFromMars" in k)

@@ -1,0 +1,192 @@
+"""The source-file catalogue (file names, headers, scanning) and the settings loader."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fitbit_lakehouse.catalogue import BY_KIND, KINDS, kind_of_file, scan_sources
+from fitbit_lakehouse.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"
+
+M1 = "Fitabase Data 3.12.16-4.11.16"
+M2 = "Fitabase Data 4.12.16-5.12.16"
+
+# The Kaggle headers, written out by hand (not derived from the catalogue).
+NARROW_HEADERS = {
+    "dailyActivity": ["Id", "ActivityDate", "TotalSteps", "TotalDistance", "TrackerDistance",
+                      "LoggedActivitiesDistance", "VeryActiveDistance", "ModeratelyActiveDistance",
+                      "LightActiveDistance", "SedentaryActiveDistance", "VeryActiveMinutes",
+                      "FairlyActiveMinutes", "LightlyActiveMinutes", "SedentaryMinutes", "Calories"],
+    "dailyCalories": ["Id", "ActivityDay", "Calories"],
+    "dailyIntensities": ["Id", "ActivityDay", "SedentaryMinutes", "LightlyActiveMinutes",
+                         "FairlyActiveMinutes", "VeryActiveMinutes", "SedentaryActiveDistance",
+                         "LightActiveDistance", "ModeratelyActiveDistance", "VeryActiveDistance"],
+    "dailySteps": ["Id", "ActivityDay", "StepTotal"],
+    "sleepDay": ["Id", "SleepDay", "TotalSleepRecords", "TotalMinutesAsleep", "TotalTimeInBed"],
+    "hourlySteps": ["Id", "ActivityHour", "StepTotal"],
+    "hourlyCalories": ["Id", "ActivityHour", "Calories"],
+    "hourlyIntensities": ["Id", "ActivityHour", "TotalIntensity", "AverageIntensity"],
+    "minuteStepsNarrow": ["Id", "ActivityMinute", "Steps"],
+    "minuteCaloriesNarrow": ["Id", "ActivityMinute", "Calories"],
+    "minuteIntensitiesNarrow": ["Id", "ActivityMinute", "Intensity"],
+    "minuteMETsNarrow": ["Id", "ActivityMinute", "METs"],
+    "minuteSleep": ["Id", "date", "value", "logId"],
+    "heartrate_seconds": ["Id", "Time", "Value"],
+    "weightLogInfo": ["Id", "Date", "WeightKg", "WeightPounds", "Fat", "BMI", "IsManualReport", "LogId"],
+}
+WIDE_PREFIXES = {"minuteStepsWide": "Steps", "minuteCaloriesWide": "Calories",
+                 "minuteIntensitiesWide": "Intensity"}
+
+
+# --- kind_of_file ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, kind", [
+    ("dailyActivity_merged.csv", "dailyActivity"),
+    ("DAILYACTIVITY_MERGED.CSV", "dailyActivity"),
+    ("dailyactivity_merged.csv", "dailyActivity"),
+    ("heartrate_seconds_merged.csv", "heartrate_seconds"),
+    ("minuteMETsNarrow_merged.csv", "minuteMETsNarrow"),
+    ("minuteStepsWide_merged.csv", "minuteStepsWide"),
+    ("weightLogInfo_merged.csv", "weightLogInfo"),
+    ("sleepDay_merged.csv", "sleepDay"),
+])
+def test_kind_of_file_known(name, kind):
+    found = kind_of_file(Path("/some/dir") / name)
+    assert found is not None and found.kind == kind
+
+
+@pytest.mark.parametrize("name", [
+    "notes.csv", "dailyActivity.csv", "dailyActivity_merged.txt", "dailyActivity_merged.csv.bak",
+    "unknownThing_merged.csv", "xdailyActivity_merged.csv", "",
+])
+def test_kind_of_file_unknown(name):
+    assert kind_of_file(Path("/some/dir") / name if name else Path("")) is None
+
+
+def test_every_kaggle_file_has_a_kind():
+    stems = list(NARROW_HEADERS) + list(WIDE_PREFIXES)
+    assert sorted(k.kind for k in KINDS) == sorted(stems)
+    for stem in stems:
+        assert kind_of_file(Path(f"{stem}_merged.csv")).kind == stem
+
+
+# --- headers -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", sorted(NARROW_HEADERS))
+def test_header_narrow(kind):
+    assert BY_KIND[kind].header == NARROW_HEADERS[kind]
+
+
+@pytest.mark.parametrize("kind", sorted(WIDE_PREFIXES))
+def test_header_wide(kind):
+    prefix = WIDE_PREFIXES[kind]
+    header = BY_KIND[kind].header
+    assert len(header) == 62
+    assert header[:2] == ["Id", "ActivityHour"]
+    assert header[2] == f"{prefix}00" and header[11] == f"{prefix}09" and header[-1] == f"{prefix}59"
+    assert header[2:] == [prefix + str(i).zfill(2) for i in range(60)]
+
+
+# --- scan_sources ------------------------------------------------------------------------
+
+def _touch(path: Path, text: str = "Id\r\n") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_scan_sources_flat(tmp_path):
+    a = _touch(tmp_path / "dailyActivity_merged.csv")
+    h = _touch(tmp_path / "hourlySteps_merged.csv")
+    u = _touch(tmp_path / "notes.csv")
+    _touch(tmp_path / "readme.txt")                 # not a CSV: neither known nor unknown
+    (tmp_path / "sub.csv").mkdir()                  # a folder named .csv is not a file
+    scan = scan_sources(tmp_path)
+    assert sorted((p, k.kind) for p, k in scan.files) == sorted([(a, "dailyActivity"), (h, "hourlySteps")])
+    assert scan.unknown == [u]
+
+
+def test_scan_sources_month_folders(tmp_path):
+    # created month 2 first, so the order cannot come from creation
+    m2_daily = _touch(tmp_path / M2 / "dailyActivity_merged.csv")
+    m2_sleep = _touch(tmp_path / M2 / "sleepDay_merged.csv")
+    m1_daily = _touch(tmp_path / M1 / "dailyActivity_merged.csv")
+    m1_weight = _touch(tmp_path / M1 / "weightLogInfo_merged.csv")
+    unknown = _touch(tmp_path / M1 / "extra_merged.csv")
+    scan = scan_sources(tmp_path)
+    paths = [p for p, _ in scan.files]
+    assert set(paths) == {m1_daily, m1_weight, m2_daily, m2_sleep}
+    assert max(paths.index(m1_daily), paths.index(m1_weight)) < min(paths.index(m2_daily), paths.index(m2_sleep))
+    assert dict((p, k.kind) for p, k in scan.files)[m2_sleep] == "sleepDay"
+    assert scan.unknown == [unknown]
+
+
+def test_scan_sources_month_order_not_alphabetical(tmp_path):
+    # "10.12.15-11.11.15" sorts before "9.12.15-10.11.15" as text, but is later in time
+    later = _touch(tmp_path / "Fitabase Data 10.12.15-11.11.15" / "dailyActivity_merged.csv")
+    earlier = _touch(tmp_path / "Fitabase Data 9.12.15-10.11.15" / "dailyActivity_merged.csv")
+    assert [p for p, _ in scan_sources(tmp_path).files] == [earlier, later]
+
+
+def test_scan_sources_missing_dir(tmp_path):
+    scan = scan_sources(tmp_path / "nope")
+    assert scan.files == [] and scan.unknown == []
+
+
+# --- settings ----------------------------------------------------------------------------
+
+def test_load_settings_defaults():
+    s = load_settings(env="local", conf_dir=CONF, environ={})
+    assert s.raw_dir == ROOT / "data" / "raw"
+    assert s.lake_dir == ROOT / "data"
+    assert s.bootstrap_servers == "localhost:9092"
+    assert s.events_topic == "fitbit_wellness_stream"
+    assert s.alerts_topic == "fitbit_wellness_alerts"
+    assert s.mlflow_tracking_uri == f"sqlite:///{ROOT / 'data' / 'mlflow.db'}"
+    assert s.get("kpi.activity.steps_goal") == 10000
+    assert s.get("storage.kind") == "path"      # from local.yml, merged over base.yml
+    assert s.get("no.such.key", "dflt") == "dflt"
+
+
+def test_load_settings_environ_overrides(tmp_path):
+    environ = {"FITBIT_RAW_DIR": str(tmp_path / "raw"), "FITBIT_LAKE_DIR": str(tmp_path / "lake"),
+               "KAFKA_BOOTSTRAP_SERVERS": "broker:29092", "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    s = load_settings(env="local", conf_dir=CONF, environ=environ)
+    assert s.raw_dir == tmp_path / "raw"
+    assert s.lake_dir == tmp_path / "lake"
+    assert s.checkpoints_dir == tmp_path / "lake" / "checkpoints"
+    assert s.reports_dir == tmp_path / "lake" / "reports"
+    assert s.synthetic_dir == tmp_path / "lake" / "_synthetic"
+    assert s.bootstrap_servers == "broker:29092"
+    assert s.mlflow_tracking_uri == "http://mlflow:5000"
+
+
+def test_load_settings_relative_env_path_and_empty_env_value():
+    s = load_settings(env="local", conf_dir=CONF,
+                      environ={"FITBIT_LAKE_DIR": "elsewhere", "KAFKA_BOOTSTRAP_SERVERS": ""})
+    assert s.lake_dir == ROOT / "elsewhere"                # relative to the project root
+    assert s.bootstrap_servers == "localhost:9092"         # an empty variable overrides nothing
+    assert s.mlflow_tracking_uri == f"sqlite:///{ROOT / 'elsewhere' / 'mlflow.db'}"
+
+
+def test_load_settings_keyword_overrides():
+    s = load_settings(env="local", conf_dir=CONF, environ={"FITBIT_LAKE_DIR": "/a"},
+                      **{"paths.lake_dir": "/b", "kafka.partitions": 7})
+    assert s.lake_dir == Path("/b") and s.get("kafka.partitions") == 7
+
+
+def test_with_overrides_ignores_empty_values():
+    s = load_settings(env="local", conf_dir=CONF, environ={"FITBIT_LAKE_DIR": "/lake"})
+    t = s.with_overrides(**{"paths.lake_dir": "", "paths.raw_dir": None, "kafka.bootstrap_servers": "h:1",
+                            "spark.shuffle_partitions": 0, "new.nested.key": "v"})
+    assert t.lake_dir == Path("/lake")
+    assert t.get("paths.raw_dir") == "data/raw"
+    assert t.bootstrap_servers == "h:1"
+    assert t.get("spark.shuffle_partitions") == 0          # a falsy non-empty value still applies
+    assert t.get("new.nested.key") == "v"
+    # the original is untouched
+    assert s.bootstrap_servers == "localhost:9092" and s.get("spark.shuffle_partitions") == 4
+    assert s.get("new.nested.key") is None
