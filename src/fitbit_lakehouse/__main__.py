@@ -22,8 +22,11 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--trigger", choices=["availableNow", "processingTime"])
     sub.add_parser("gold", help="silver -> gold star schema and KPIs")
     sub.add_parser("insights", help="charts, report and an MLflow run")
+    sub.add_parser("export", help="gold tables as Parquet and CSV extracts for BI tools")
     sub.add_parser("run", help="the five notebooks headless, with a broker for the run")
-    sub.add_parser("stream", help="bronze and silver running continuously (Ctrl-C stops)")
+    sub.add_parser("stream", help="bronze, silver and goal alerts running continuously (Ctrl-C stops)")
+    a = sub.add_parser("alerts", help="print goal alerts from the alerts topic as they arrive")
+    a.add_argument("--latest", action="store_true", help="only alerts from now on")
     sub.add_parser("synthetic", help="write the synthetic data set into FITBIT_RAW_DIR")
     sub.add_parser("setup", help="check Java, fetch the Kafka broker jars and Spark's Maven packages")
     k = sub.add_parser("kafka", help="the local broker")
@@ -54,8 +57,21 @@ def _dispatch(args, settings) -> int:
         print(json.dumps(pipeline.gold_step(settings), indent=1))
     elif args.command == "insights":
         print(json.dumps(pipeline.insights_step(settings), indent=1, default=str))
+    elif args.command == "export":
+        from .insights import export_bi
+        from .spark import get_spark
+
+        paths = export_bi(get_spark(settings), settings)
+        print(f"wrote {len(paths)} extracts to {settings.reports_dir / 'bi'}")
     elif args.command == "run":
         pipeline.run_notebooks(settings)
+    elif args.command == "alerts":
+        from .alerts import consume_alerts
+        from .kafka_broker import ensure_broker
+
+        ensure_broker(settings)
+        print(f"Waiting for alerts on {settings.alerts_topic} (Ctrl-C stops) ...", flush=True)
+        consume_alerts(settings, from_beginning=not args.latest)
     elif args.command == "stream":
         pipeline.stream(settings)
     elif args.command == "synthetic":

@@ -132,5 +132,8 @@ def load_settings(env: str | None = None, conf_dir: Path | None = None,
     for var, dotted in ENV_OVERRIDES.items():
         if environ.get(var):
             _set_dotted(tree, dotted, environ[var])
+    # any other setting, as YAML/JSON of dotted keys: FITBIT_SETTINGS='{"silver.max_files_per_trigger": 1}'
+    for dotted, value in (yaml.safe_load(environ.get("FITBIT_SETTINGS") or "{}") or {}).items():
+        _set_dotted(tree, dotted, value)
     settings = Settings(raw=tree, project_root=conf_dir.parent, env=env)
     return settings.with_overrides(**overrides) if overrides else settings

@@ -1,4 +1,4 @@
-"""silver -> gold: the star schema and the wellness KPIs of CONTRACT.md.
+"""silver -> gold: the star schema and the wellness KPIs of CONTRACT.md (goal_alerts: see alerts.py).
 
 Every builder is a pure DataFrame function; numbers come from conf/ (kpi.*). The writer merges each
 table by its key, so a re-run changes only rows whose silver data changed.
@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from .config import Settings
@@ -79,7 +79,8 @@ def identity_rows(fitbit_ids, secret: str) -> list[tuple[int, str]]:
 
 def _keyed(df: DataFrame, identity: DataFrame) -> DataFrame:
     """Swap fitbit_id for user_key (no raw Id in gold)."""
-    return df.join(identity, "fitbit_id", "inner").drop("fitbit_id")
+    return df.join(identity, "fitbit_id", "inner").select(
+        "user_key", *[c for c in df.columns if c != "fitbit_id"])
 
 
 def _date_key(col) -> F.Column:
@@ -240,18 +241,6 @@ def dim_date(date_keys: DataFrame) -> DataFrame:
         F.weekofyear("date").alias("iso_week"), F.month("date").alias("month"), F.year("date").alias("year"))
 
 
-def goal_alerts(hourly_steps: DataFrame, identity: DataFrame, goal_steps: int) -> DataFrame:
-    """The first hour of each user-day at which the day's cumulative hourly steps reach the goal."""
-    day = Window.partitionBy("fitbit_id", F.to_date("activity_hour")).orderBy("activity_hour")
-    cumulative = hourly_steps.withColumn("steps_at_alert", F.sum("step_total").over(
-        day.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
-    reached = cumulative.where(F.col("steps_at_alert") >= goal_steps)
-    first = Window.partitionBy("fitbit_id", F.to_date("activity_hour")).orderBy("activity_hour")
-    return _keyed(reached.withColumn("_n", F.row_number().over(first)).where("_n = 1").select(
-        "fitbit_id", _date_key("activity_hour").alias("date_key"), F.lit(goal_steps).cast("bigint").alias("goal_steps"),
-        F.col("activity_hour").alias("reached_at"), "steps_at_alert"), identity)
-
-
 GOLD_KEYS = {
     "dim_user": ("user_key",),
     "dim_date": ("date_key",),
@@ -261,8 +250,9 @@ GOLD_KEYS = {
     "fact_heart_rate_hourly": ("user_key", "date_key", "hour"),
     "fact_weight": ("user_key", "log_id"),
     "kpi_daily_wellness": ("user_key", "date_key"),
-    "goal_alerts": ("user_key", "date_key"),
 }
+# written by the goal-alert stream (alerts.py), listed here for readers such as the BI export
+STREAM_TABLES = ("goal_alerts",)
 
 
 # --- writer ------------------------------------------------------------------------------
@@ -311,8 +301,6 @@ def build_gold(silver: dict[str, DataFrame], identity: DataFrame, kpi: Kpi) -> d
     if "fact_daily_activity" in gold:
         gold["kpi_daily_wellness"] = kpi_daily_wellness(gold["fact_daily_activity"], gold.get("fact_sleep"), kpi)
     gold["dim_user"] = dim_user(gold.get("fact_daily_activity"), identity, kpi)
-    if "hourly_steps" in silver:
-        gold["goal_alerts"] = goal_alerts(silver["hourly_steps"], identity, kpi.goal_alert_steps)
     facts = [df.select("date_key") for name, df in gold.items() if "date_key" in df.columns]
     if facts:
         keys = facts[0]

@@ -117,3 +117,23 @@ def run_insights(spark, settings: Settings) -> dict:
     run_id = log_to_mlflow(settings, summary, [report, *charts])
     log.info("insights: report %s, MLflow run %s", report, run_id)
     return {"summary": summary, "charts": [str(c) for c in charts], "report": str(report), "mlflow_run_id": run_id}
+
+
+def export_bi(spark, settings: Settings) -> list[Path]:
+    """`make export`: every gold table as Parquet and CSV under <reports>/bi/ for Power BI / Tableau."""
+    from .gold import GOLD_KEYS, STREAM_TABLES
+
+    lake = Lake(spark, settings)
+    out = settings.reports_dir / "bi"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in sorted((*GOLD_KEYS, *STREAM_TABLES)):
+        if not lake.exists("gold", name):
+            continue
+        frame = lake.read("gold", name).toPandas()
+        for suffix, write in ((".parquet", lambda p: frame.to_parquet(p, index=False)),
+                              (".csv", lambda p: frame.to_csv(p, index=False))):
+            path = out / f"{name}{suffix}"
+            write(path)
+            written.append(path)
+    return written

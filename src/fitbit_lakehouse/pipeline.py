@@ -61,10 +61,16 @@ def silver_step(settings: Settings, trigger: str | None = None) -> list[dict]:
 
 
 def gold_step(settings: Settings) -> dict:
+    """Gold tables from silver, then the goal-alert stream over the new hourly steps."""
+    from .alerts import GOAL_ALERTS, run_alerts
     from .gold import run_gold
+    from .kafka_broker import ensure_broker
     from .spark import get_spark
 
-    result = run_gold(get_spark(settings), settings)
+    spark = get_spark(settings)
+    result = run_gold(spark, settings)
+    ensure_broker(settings)   # alerts are also published to the alerts topic
+    result[GOAL_ALERTS] = run_alerts(spark, settings)
     _write_report(settings, "gold", result)
     return result
 
@@ -115,7 +121,8 @@ def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir
 
 
 def stream(settings: Settings) -> None:
-    """`make stream`: bronze and silver as continuous queries (processingTime) until Ctrl-C."""
+    """`make stream`: bronze, silver and alerts as continuous queries (processingTime) until Ctrl-C."""
+    from .alerts import start_alerts
     from .bronze import start_bronze
     from .kafka_broker import ensure_broker
     from .silver import start_silver
@@ -123,8 +130,9 @@ def stream(settings: Settings) -> None:
 
     ensure_broker(settings)
     spark = get_spark(settings)
-    queries = [start_bronze(spark, settings, "processingTime"), start_silver(spark, settings, "processingTime")]
-    print("Streaming bronze and silver; Ctrl-C stops.", flush=True)
+    queries = [start_bronze(spark, settings, "processingTime"), start_silver(spark, settings, "processingTime"),
+               start_alerts(spark, settings, "processingTime")]
+    print("Streaming bronze, silver and goal alerts; Ctrl-C stops.", flush=True)
     try:
         spark.streams.awaitAnyTermination()
     except KeyboardInterrupt:

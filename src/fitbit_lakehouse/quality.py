@@ -55,8 +55,10 @@ def typed_value(raw: SparkColumn, col: Column) -> SparkColumn:
     elif col.type == "date":
         value = F.try_to_date(text, DATE_FORMAT)
     elif col.type == "timestamp":
-        # NTZ: the wall-clock string as read, never shifted by a zone (a DST-gap hour stays)
-        value = F.try_to_timestamp(text, F.lit(TIMESTAMP_FORMAT)).cast("timestamp_ntz")
+        # NTZ: the wall-clock string as read, never shifted by a zone (a DST-gap hour stays), whatever
+        # the session's timestampType; try_ guards to_timestamp_ntz, which fails on bad input under ANSI
+        fmt = F.lit(TIMESTAMP_FORMAT)
+        value = F.when(F.try_to_timestamp(text, fmt).isNotNull(), F.to_timestamp_ntz(text, fmt))
     else:
         raise ValueError(f"unknown column type {col.type}")
     if col.scale != 1.0:

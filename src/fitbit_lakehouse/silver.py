@@ -48,7 +48,8 @@ def parse_events(bronze: DataFrame) -> DataFrame:
                 F.col("_event.row_number").alias("row_number"),
                 F.col("_event.payload").alias("payload"),
                 F.col("_event.raw_line").alias("raw_line"),
-                "topic", "partition", "offset", "record_index", "kafka_timestamp", "value"))
+                "topic", "partition", "offset", "record_index", "kafka_timestamp",
+                F.col("value").alias("_raw_value")))
 
 
 def _lineage(event_id=None) -> list:
@@ -64,7 +65,7 @@ def _lineage(event_id=None) -> list:
     ]
 
 
-_RAW = ["topic", "partition", "offset", "record_index", "kafka_timestamp", "value", "event_id",
+_RAW = ["topic", "partition", "offset", "record_index", "kafka_timestamp", "_raw_value", "event_id",
         "source_file", "row_number", "kind"]
 
 
@@ -99,14 +100,14 @@ def typed_records(events: DataFrame, kind: FileKind, rules: Rules) -> DataFrame:
         *_lineage(), F.lit(None).cast("int").alias("record_part"),
         F.col("_row_reasons").alias("reasons"), *raw_cols)
     exploded = rows.where(F.size("_row_reasons") == 0).select(
-        "*", F.posexplode("_minutes").alias("_minute", "_raw_value"))
-    value = typed_value(F.col("_raw_value"), value_col)
+        "*", F.posexplode("_minutes").alias("_minute", "_minute_raw"))
+    value = typed_value(F.col("_minute_raw"), value_col)
     good = exploded.select(
         *[(F.timestamp_add("MINUTE", F.col("_minute"), F.col(c.name)) if c.name == kind.time_column
            else value if c.name == value_col.name else F.col(c.name)).alias(c.name) for c in kind.columns],
         *_lineage(F.concat_ws(":", "event_id", F.format_string("%02d", "_minute"))),
         F.col("_minute").cast("int").alias("record_part"),
-        collect_reasons(column_reasons(F.col("_raw_value"), value, value_col, rules)).alias("reasons"),
+        collect_reasons(column_reasons(F.col("_minute_raw"), value, value_col, rules)).alias("reasons"),
         *raw_cols)
     return bad_rows.unionByName(good)
 
@@ -115,7 +116,7 @@ def quarantine_rows(records: DataFrame, table: str | None) -> DataFrame:
     """Records with at least one reason, in the shape of silver/quarantine."""
     return records.where(F.size("reasons") > 0).select(
         F.col("kind"), F.lit(table).cast("string").alias("target_table"), "reasons",
-        F.col("value").alias("raw_value"), "event_id", "source_file", "row_number", "record_part",
+        F.col("_raw_value").alias("raw_value"), "event_id", "source_file", "row_number", "record_part",
         "topic", "partition", "offset", "record_index", "kafka_timestamp",
         F.current_timestamp().cast("timestamp_ntz").alias("quarantined_at"))
 
@@ -236,10 +237,11 @@ class SilverWriter:
                 "updated": updated, "duplicates": valid - inserted}
 
     def _merge(self, table: str, kind: FileKind, winners: DataFrame, batch_id: int) -> None:
-        if not self.lake.exists("silver", table):
-            self.lake.save(winners.limit(0), "silver", table)
         on = " AND ".join(f"t.{k} = s.{k}" for k in kind.key)
         with self.lake.idempotent(self._app(table), batch_id):
+            if not self.lake.exists("silver", table):   # first load: nothing to merge with
+                self.lake.save(winners, "silver", table)
+                return
             (self.lake.delta("silver", table).alias("t")
              .merge(winners.alias("s"), on)
              .whenMatchedUpdateAll(condition=merge_condition())

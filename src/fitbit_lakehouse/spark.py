@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 from .config import Settings
 
@@ -60,7 +61,9 @@ def get_spark(settings: Settings, app_name: str | None = None):
     from pyspark.sql import SparkSession
 
     if on_databricks():
-        return SparkSession.builder.getOrCreate()
+        spark = SparkSession.builder.getOrCreate()
+        spark.conf.set("spark.sql.timestampType", "TIMESTAMP_NTZ")
+        return spark
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
@@ -76,6 +79,9 @@ def get_spark(settings: Settings, app_name: str | None = None):
         .config("spark.sql.shuffle.partitions", str(settings.get("spark.shuffle_partitions")))
         .config("spark.driver.memory", settings.get("spark.driver_memory"))
         .config("spark.ui.enabled", "false")
+        # Python workers (pandas state functions) run in this interpreter, not whatever python3 is on PATH
+        .config("spark.pyspark.python", sys.executable)
+        .config("spark.pyspark.driver.python", sys.executable)
         .config("spark.ui.showConsoleProgress", "false")
         # data times are naive wall-clock: NTZ everywhere, and no zone to shift Kafka timestamps by
         .config("spark.sql.timestampType", "TIMESTAMP_NTZ")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -196,3 +197,54 @@ def test_poison_messages_end_in_quarantine(lake, settings):
     reasons = {row.raw_value: list(row.reasons) for row in q.itertuples()}
     assert reasons["this is not json"] == ["unparseable_event"]
     assert any(v == ["unknown_event_type"] for k, v in reasons.items() if "stepsFromMars" in k)
+
+
+SQL = Path(__file__).resolve().parents[2] / "sql"
+
+
+def _register_gold_views(lake):
+    from fitbit_lakehouse.gold import GOLD_KEYS, STREAM_TABLES
+
+    for name in (*GOLD_KEYS, *STREAM_TABLES):
+        if lake["lake"].exists("gold", name):
+            lake["lake"].read("gold", name).createOrReplaceTempView(name)
+
+
+@pytest.mark.parametrize("query", sorted(p.name for p in (SQL / "queries").glob("*.sql")))
+def test_sql_queries_run_on_gold(lake, spark, query):
+    _register_gold_views(lake)
+    rows = spark.sql((SQL / "queries" / query).read_text().rstrip().rstrip(";")).collect()
+    assert rows, f"{query} returned nothing"
+
+
+def test_steps_by_weekday_query_matches_pandas(lake, spark, csv):
+    _register_gold_views(lake)
+    got = {r["day_of_week"]: r["mean_steps"] for r in
+           spark.sql((SQL / "queries" / "steps_by_weekday.sql").read_text().rstrip().rstrip(";")).collect()}
+    d = csv["daily"][csv["daily"]["TotalSteps"] > 0]
+    want = d.groupby(d["date"].dt.day_name())["TotalSteps"].mean().round(0)
+    assert set(got) == set(want.index)
+    for day, steps in want.items():
+        assert got[day] == pytest.approx(steps, abs=0.5)
+
+
+def test_ddl_matches_the_gold_tables(lake, spark):
+    """sql/ddl creates tables whose columns and types are those the pipeline writes."""
+    spark.sql("CREATE DATABASE IF NOT EXISTS ddl_check")
+    try:
+        for ddl in ("gold.sql", "silver.sql"):
+            text = "\n".join(l for l in (SQL / "ddl" / ddl).read_text().splitlines() if not l.startswith("--"))
+            for statement in filter(str.strip, text.split(";")):
+                spark.sql(statement.replace("CREATE TABLE IF NOT EXISTS ", "CREATE TABLE IF NOT EXISTS ddl_check."))
+        checked = 0
+        for table in spark.catalog.listTables("ddl_check"):
+            layer = "silver" if table.name == "user_identity" else "gold"
+            if not lake["lake"].exists(layer, table.name):
+                continue
+            declared = [(f.name, f.dataType.simpleString()) for f in spark.table(f"ddl_check.{table.name}").schema]
+            written = [(f.name, f.dataType.simpleString()) for f in lake["lake"].read(layer, table.name).schema]
+            assert declared == written, table.name
+            checked += 1
+        assert checked >= 7
+    finally:
+        spark.sql("DROP DATABASE IF EXISTS ddl_check CASCADE")

@@ -190,3 +190,14 @@ def test_with_overrides_ignores_empty_values():
     # the original is untouched
     assert s.bootstrap_servers == "localhost:9092" and s.get("spark.shuffle_partitions") == 4
     assert s.get("new.nested.key") is None
+
+
+def test_load_settings_fitbit_settings_variable():
+    environ = {"FITBIT_SETTINGS": '{"silver.max_files_per_trigger": 1, "kpi.activity.steps_goal": 8000}'}
+    s = load_settings(env="local", conf_dir=CONF, environ=environ)
+    assert s.get("silver.max_files_per_trigger") == 1
+    assert s.get("kpi.activity.steps_goal") == 8000
+    assert s.get("kpi.activity.mvpa_goal_minutes") == 30            # siblings untouched
+    # keyword overrides come last
+    s = load_settings(env="local", conf_dir=CONF, environ=environ, **{"kpi.activity.steps_goal": 9000})
+    assert s.get("kpi.activity.steps_goal") == 9000

@@ -9,9 +9,11 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
+import pandas as pd
+
+from fitbit_lakehouse.alerts import detect_alerts, first_goal_hour, hourly_steps_events
 from fitbit_lakehouse.gold import (Kpi, dim_date, dim_user, fact_daily_activity, fact_heart_rate_hourly,
-                                   fact_hourly_activity, fact_sleep, goal_alerts, identity_rows,
-                                   kpi_daily_wellness, user_key)
+                                   fact_hourly_activity, fact_sleep, identity_rows, kpi_daily_wellness, user_key)
 
 SECRET = "unit-test-secret"
 U1, U2, U3 = 1503960366, 8877689391, 4020332650          # U2 > 2**31
@@ -320,27 +322,23 @@ def test_fact_heart_rate_hourly(spark, identity):
     assert got[(key(U1), 20160412, 7)] == (60, pytest.approx(80.0), 100, 3)
 
 
-# --- goal_alerts ------------------------------------------------------------------------------
+# --- goal alerts (alerts.py: first_goal_hour, detect_alerts, hourly_steps_events) ----------------
 
-def test_goal_alerts(spark, identity):
-    hours = [
-        # U1 4/12, given out of order: cumulative 3000, 7000, 9999, 10000 (reached at 11:00), 15000
-        (U1, "2016-04-12 12:00:00", 5000), (U1, "2016-04-12 09:00:00", 4000), (U1, "2016-04-12 08:00:00", 3000),
-        (U1, "2016-04-12 11:00:00", 1), (U1, "2016-04-12 10:00:00", 2999),
-        # U1 4/13: 9999 in the day: never reached
-        (U1, "2016-04-13 10:00:00", 9000), (U1, "2016-04-13 11:00:00", 999),
-        # U2: reached in the first hour
-        (U2, "2016-04-12 00:00:00", 12000), (U2, "2016-04-12 01:00:00", 500),
-        # U3: 6000 + 5000 across midnight: the sum restarts each day, no alert
-        (U3, "2016-04-12 23:00:00", 6000), (U3, "2016-04-13 00:00:00", 5000),
-    ]
-    df = spark.createDataFrame([(u, ts(t), s) for u, t, s in hours],
-                               "fitbit_id bigint, activity_hour timestamp_ntz, step_total bigint")
-    out = goal_alerts(df, identity, 10000)
-    assert "fitbit_id" not in out.columns
-    got = {(r["user_key"], r["date_key"]): (r["goal_steps"], r["reached_at"], r["steps_at_alert"]) for r in out.collect()}
+GOAL_HOURS = [
+    # U1 4/12, given out of order: cumulative 3000, 7000, 9999, 10000 (reached at 11:00), 15000
+    (U1, "2016-04-12 12:00:00", 5000), (U1, "2016-04-12 09:00:00", 4000), (U1, "2016-04-12 08:00:00", 3000),
+    (U1, "2016-04-12 11:00:00", 1), (U1, "2016-04-12 10:00:00", 2999),
+    # U1 4/13: 9999 in the day: never reached
+    (U1, "2016-04-13 10:00:00", 9000), (U1, "2016-04-13 11:00:00", 999),
+    # U2: reached in the first hour
+    (U2, "2016-04-12 00:00:00", 12000), (U2, "2016-04-12 01:00:00", 500),
+    # U3: 6000 + 5000 across midnight: the sum restarts each day, no alert
+    (U3, "2016-04-12 23:00:00", 6000), (U3, "2016-04-13 00:00:00", 5000),
+]
 
-    # plain-Python reference
+
+def _reference_alerts(hours, goal=10000) -> dict:
+    """Plain-Python reference: per user-day, the first hour whose cumulative steps reach the goal."""
     days = defaultdict(list)
     for u, t, s in hours:
         days[(u, ts(t).date())].append((ts(t), s))
@@ -349,12 +347,116 @@ def test_goal_alerts(spark, identity):
         total = 0
         for moment, s in sorted(items):
             total += s
-            if total >= 10000:
-                expected[(key(u), int(d.strftime("%Y%m%d")))] = (10000, moment, total)
+            if total >= goal:
+                expected[(u, d)] = (moment, total)
                 break
+    return expected
+
+
+def test_goal_reference_by_hand():
+    assert _reference_alerts(GOAL_HOURS) == {(U1, date(2016, 4, 12)): (ts("2016-04-12 11:00:00"), 10000),
+                                             (U2, date(2016, 4, 12)): (ts("2016-04-12 00:00:00"), 12000)}
+
+
+def test_first_goal_hour():
+    days = defaultdict(dict)
+    for u, t, s in GOAL_HOURS:
+        days[(u, ts(t).date())][ts(t)] = s
+    got = {k: first_goal_hour(v, 10000) for k, v in days.items()}
+    assert {k: v for k, v in got.items() if v is not None} == _reference_alerts(GOAL_HOURS)
+    assert got[(U1, date(2016, 4, 13))] is None and got[(U3, date(2016, 4, 13))] is None
+    assert first_goal_hour({}, 10000) is None
+    assert first_goal_hour({ts("2016-04-12 05:00:00"): 10000}, 10000) == (ts("2016-04-12 05:00:00"), 10000)
+
+
+class FakeGroupState:
+    """The part of pyspark's GroupState that detect_alerts uses."""
+
+    def __init__(self):
+        self.value = None
+
+    @property
+    def exists(self):
+        return self.value is not None
+
+    @property
+    def get(self):
+        return self.value
+
+    def update(self, value):
+        self.value = tuple(value)
+
+
+def _hours_frame(items):
+    return pd.DataFrame({"activity_hour": pd.to_datetime([ts(t) for t, _ in items]),
+                         "step_total": pd.Series([s for _, s in items], dtype="int64")})
+
+
+def _alerts(update, key, state, *batches):
+    out = pd.concat(list(update(key, iter([_hours_frame(b) for b in batches]), state)))
+    return [(pd.Timestamp(r.reached_at).to_pydatetime(), int(r.steps_at_alert), int(r.goal_steps))
+            for r in out.itertuples()]
+
+
+def test_detect_alerts_across_batches():
+    update, state, key = detect_alerts(10000), FakeGroupState(), (U1, date(2016, 4, 12))
+    # trigger 1: 6000 + 3000 = 9000 by 12:00: no alert yet
+    assert _alerts(update, key, state, [("2016-04-12 10:00:00", 6000), ("2016-04-12 12:00:00", 3000)]) == []
+    # trigger 2: 11:00 arrives late with 2000: 6000, 8000, 11000 -> reached at 12:00 with 11000
+    assert _alerts(update, key, state, [("2016-04-12 11:00:00", 2000)]) == [(ts("2016-04-12 12:00:00"), 11000, 10000)]
+    # trigger 3: more steps, or a replay of the same hours: no second alert for the day
+    assert _alerts(update, key, state, [("2016-04-12 13:00:00", 5000)],
+                   [("2016-04-12 10:00:00", 6000), ("2016-04-12 11:00:00", 2000)]) == []
+
+
+def test_detect_alerts_latest_value_per_hour():
+    update, state, key = detect_alerts(10000), FakeGroupState(), (U2, date(2016, 4, 12))
+    # an hour re-sent with a new value replaces the old one instead of adding to it
+    assert _alerts(update, key, state, [("2016-04-12 08:00:00", 6000)], [("2016-04-12 08:00:00", 6000)]) == []
+    assert _alerts(update, key, state, [("2016-04-12 08:00:00", 9000), ("2016-04-12 09:00:00", 1000)]) == \
+        [(ts("2016-04-12 09:00:00"), 10000, 10000)]
+
+
+def test_detect_alerts_all_at_once_matches_reference():
+    expected = _reference_alerts(GOAL_HOURS)
+    days = defaultdict(list)
+    for u, t, s in GOAL_HOURS:
+        days[(u, ts(t).date())].append((t, s))
+    update = detect_alerts(10000)
+    got = {}
+    for k, items in days.items():
+        for reached_at, steps, goal in _alerts(update, k, FakeGroupState(), items):
+            got[k] = (reached_at, steps)
     assert got == expected
-    assert got == {(key(U1), 20160412): (10000, ts("2016-04-12 11:00:00"), 10000),
-                   (key(U2), 20160412): (10000, ts("2016-04-12 00:00:00"), 12000)}
+
+
+def test_hourly_steps_events(spark, base_settings):
+    import json
+
+    from pyspark.sql import types as T
+
+    from fitbit_lakehouse.catalogue import BY_KIND
+    from fitbit_lakehouse.produce import SourceRecord
+    from fitbit_lakehouse.quality import Rules
+
+    def ev(kind, fields):
+        k = BY_KIND[kind]
+        return json.dumps(SourceRecord(k, k.file_name, 1, ",".join(fields), fields, tuple(k.header)).event())
+
+    values = [ev("hourlySteps", [str(U2), "4/12/2016 11:00:00 PM", "4000"]),
+              ev("hourlySteps", [str(U2), "3/13/2016 2:00:00 AM", "10"]),
+              ev("hourlySteps", [str(U2), "4/12/2016 10:00:00 PM", "-1"]),       # invalid: left out
+              ev("hourlyCalories", [str(U2), "4/12/2016 11:00:00 PM", "90"]),   # another kind
+              "not json"]
+    schema = T.StructType([T.StructField("topic", T.StringType()), T.StructField("partition", T.IntegerType()),
+                           T.StructField("offset", T.LongType()), T.StructField("record_index", T.IntegerType()),
+                           T.StructField("kafka_timestamp", T.TimestampType()), T.StructField("key", T.StringType()),
+                           T.StructField("value", T.StringType())])
+    bronze = spark.createDataFrame([("t", 0, i, 0, datetime(2016, 5, 1), "k", v) for i, v in enumerate(values)], schema)
+    rows = sorted(tuple(r) for r in hourly_steps_events(bronze, Rules.from_settings(base_settings)).select(
+        "fitbit_id", "alert_date", "activity_hour", "step_total").collect())
+    assert rows == [(U2, date(2016, 3, 13), datetime(2016, 3, 13, 2, 0), 10),
+                    (U2, date(2016, 4, 12), datetime(2016, 4, 12, 23, 0), 4000)]
 
 
 # --- dim_date ---------------------------------------------------------------------------------
