@@ -196,7 +196,9 @@ class SilverWriter:
             kind = kinds_for_table(table)[0]
             quarantine.append(quarantine_rows(records, table))
             winners = resolve_keys(valid_rows(records, kind), kind.key).persist()
+            count_started = time.monotonic()
             counts = self._counts(records, winners, table, kind)
+            log.debug("silver batch %s: counted %s in %.1f s", batch_id, table, time.monotonic() - count_started)
             log_rows.append(self._log_row(batch_id, table, **counts))
             merges.append((table, kind, records, winners))
 
@@ -210,7 +212,9 @@ class SilverWriter:
             with self.lake.idempotent(self._app(QUARANTINE), batch_id):
                 self.lake.save(rows, "silver", QUARANTINE)
         for table, kind, records, winners in merges:
+            merge_started = time.monotonic()
             self._merge(table, kind, winners, batch_id)
+            log.debug("silver batch %s: merged %s in %.1f s", batch_id, table, time.monotonic() - merge_started)
             winners.unpersist()
             records.unpersist()
         events.unpersist()

@@ -68,6 +68,8 @@ def get_spark(settings: Settings, app_name: str | None = None):
     if active is not None:
         return active
     require_java()
+    # Python workers (pandas state functions) run in this interpreter, not whatever python3 is on PATH
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     ivy_dir = settings.project_root / settings.get("spark.ivy_dir")
     builder = (
         SparkSession.builder.appName(app_name or settings.get("spark.app_name"))
@@ -79,9 +81,6 @@ def get_spark(settings: Settings, app_name: str | None = None):
         .config("spark.sql.shuffle.partitions", str(settings.get("spark.shuffle_partitions")))
         .config("spark.driver.memory", settings.get("spark.driver_memory"))
         .config("spark.ui.enabled", "false")
-        # Python workers (pandas state functions) run in this interpreter, not whatever python3 is on PATH
-        .config("spark.pyspark.python", sys.executable)
-        .config("spark.pyspark.driver.python", sys.executable)
         .config("spark.ui.showConsoleProgress", "false")
         # data times are naive wall-clock: NTZ everywhere, and no zone to shift Kafka timestamps by
         .config("spark.sql.timestampType", "TIMESTAMP_NTZ")

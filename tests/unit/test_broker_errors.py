@@ -1,0 +1,72 @@
+"""One readable line, fast, for the set-up problems a user meets first (no broker needed)."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from fitbit_lakehouse.kafka_broker import BrokerError, ensure_broker, parse_bootstrap
+from fitbit_lakehouse.spark import require_java
+
+
+def _settings(base_settings, bootstrap):
+    return base_settings.with_overrides(**{"kafka.bootstrap_servers": bootstrap})
+
+
+def test_unreachable_remote_broker_fails_fast_with_advice(base_settings):
+    # 127.0.0.2 is loopback but not "localhost": treated as someone else's broker, never started here
+    started = time.monotonic()
+    with pytest.raises(BrokerError) as err:
+        ensure_broker(_settings(base_settings, "127.0.0.2:1"))
+    assert time.monotonic() - started < 30
+    message = str(err.value)
+    assert "No Kafka broker answers at 127.0.0.2:1" in message and "\n" not in message
+    assert "KAFKA_BOOTSTRAP_SERVERS" in message
+
+
+def test_port_taken_by_something_else_is_named(base_settings):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def answer_http():   # a web server, not Kafka: it answers garbage and hangs up
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            conn.close()
+
+    threading.Thread(target=answer_http, daemon=True).start()
+    try:
+        with pytest.raises(BrokerError) as err:
+            ensure_broker(_settings(base_settings, f"localhost:{port}"))
+        assert f"Port {port}" in str(err.value) and "not Kafka" in str(err.value)
+    finally:
+        server.close()
+
+
+def test_bad_bootstrap_address_is_explained():
+    with pytest.raises(BrokerError, match="not host:port"):
+        parse_bootstrap("localhost")
+
+
+def test_missing_java_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    with pytest.raises(SystemExit) as err:
+        require_java()
+    assert "Java not found" in str(err.value) and "JDK 17" in str(err.value)
+
+
+def test_too_old_java_is_refused(monkeypatch, tmp_path):
+    fake = tmp_path / "jdk8" / "bin"
+    fake.mkdir(parents=True)
+    (fake / "java").write_text('#!/bin/sh\necho \'openjdk version "1.8.0_392"\' >&2\n')
+    (fake / "java").chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk8"))
+    with pytest.raises(SystemExit, match="Java 8 is too old"):
+        require_java()
