@@ -311,12 +311,21 @@ def build_gold(silver: dict[str, DataFrame], identity: DataFrame, kpi: Kpi) -> d
 
 
 def run_gold(spark, settings: Settings) -> dict:
+    """Rebuild gold from silver and merge it in; skipped when no silver table changed since the last run."""
+    import json
+
     from .catalogue import SILVER_TABLES
 
     lake = Lake(spark, settings)
-    silver = {t: lake.read("silver", t) for t in SILVER_TABLES if lake.exists("silver", t)}
-    if not silver:
+    versions = {t: lake.version("silver", t) for t in SILVER_TABLES}
+    versions = {t: v for t, v in versions.items() if v is not None}
+    if not versions:
         raise RuntimeError("No silver table yet: run 03_silver first")
+    state = settings.checkpoints_dir / "gold" / "silver_versions.json"
+    if state.exists() and json.loads(state.read_text()) == versions:
+        log.info("gold is up to date with silver (no silver table changed): nothing to do")
+        return {name: lake.count("gold", name) for name in GOLD_KEYS if lake.exists("gold", name)}
+    silver = {t: lake.read("silver", t) for t in versions}
     identity = build_identity(lake, settings, silver)
     gold = build_gold(silver, identity, Kpi.from_settings(settings))
     counts = {}
@@ -324,4 +333,6 @@ def run_gold(spark, settings: Settings) -> dict:
         merge_by_key(lake, "gold", name, df, GOLD_KEYS[name])
         counts[name] = lake.count("gold", name)
         log.info("gold %-24s %8d rows", name, counts[name])
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps(versions))
     return counts

@@ -200,7 +200,7 @@ class SilverWriter:
             counts = self._counts(records, winners, table, kind)
             log.debug("silver batch %s: counted %s in %.1f s", batch_id, table, time.monotonic() - count_started)
             log_rows.append(self._log_row(batch_id, table, **counts))
-            merges.append((table, kind, records, winners))
+            merges.append((table, kind, records, winners, counts))
 
         # 1. counts of this batch (from the state before its merges), 2. quarantine, 3. merges
         with self.lake.idempotent(self._app(INGEST_LOG), batch_id):
@@ -211,9 +211,11 @@ class SilverWriter:
                 rows = rows.unionByName(q)
             with self.lake.idempotent(self._app(QUARANTINE), batch_id):
                 self.lake.save(rows, "silver", QUARANTINE)
-        for table, kind, records, winners in merges:
+        for table, kind, records, winners, counts in merges:
             merge_started = time.monotonic()
-            self._merge(table, kind, winners, batch_id)
+            # counts come from the table as it is now: nothing new or changed means nothing to write
+            if counts["inserted"] or counts["updated"]:
+                self._merge(table, kind, winners, batch_id)
             log.debug("silver batch %s: merged %s in %.1f s", batch_id, table, time.monotonic() - merge_started)
             winners.unpersist()
             records.unpersist()

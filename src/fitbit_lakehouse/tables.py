@@ -57,6 +57,12 @@ class Lake:
             return DeltaTable.forPath(self.spark, self.path(layer, name))
         return DeltaTable.forName(self.spark, self.name(layer, name))
 
+    def version(self, layer: str, name: str) -> int | None:
+        """The table's latest Delta version (None when it does not exist)."""
+        if not self.exists(layer, name):
+            return None
+        return self.delta(layer, name).history(1).select("version").first()[0]
+
     def count(self, layer: str, name: str) -> int:
         return self.read(layer, name).count() if self.exists(layer, name) else 0
 
