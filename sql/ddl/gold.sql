@@ -4,7 +4,7 @@
 
 CREATE TABLE IF NOT EXISTS dim_user (
   user_key STRING NOT NULL COMMENT 'pseudonymous user',
-  engagement_segment STRING COMMENT 'High / Medium / Low by mean active minutes over valid days; Unknown without one',
+  engagement_segment STRING COMMENT 'High / Medium / Low by mean active minutes over valid days, Unknown without one',
   avg_active_minutes DOUBLE,
   avg_daily_steps DOUBLE,
   valid_days BIGINT,

@@ -196,7 +196,7 @@ class LocalBroker:
         raise BrokerError(f"The local Kafka broker did not answer within "
                           f"{self.settings.get('kafka.broker.startup_timeout_s')} s; see {self.log_file}.")
 
-    def stop(self, timeout_s: float = 30) -> bool:
+    def stop(self, timeout_s: float = 15) -> bool:
         pid = self.running_pid()
         if pid is None:
             return False

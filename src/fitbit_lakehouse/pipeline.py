@@ -98,6 +98,14 @@ def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir
         handle = ensure_broker(settings)
     except BrokerError as exc:
         raise SystemExit(str(exc)) from None
+    from .catalogue import scan_sources
+
+    scan = scan_sources(settings.raw_dir)
+    if scan.files:
+        print(f"Input: {len(scan.files)} Fitbit CSV files in {settings.raw_dir}", flush=True)
+    else:
+        print(f"No Fitbit CSV in {settings.raw_dir}: this run uses a synthetic data set in the Kaggle "
+              f"schema (set FITBIT_RAW_DIR to use real data)", flush=True)
     timings = {}
     try:
         for name in NOTEBOOKS:
@@ -114,6 +122,9 @@ def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir
         if handle.started_here:
             stop_local_broker(settings)
     print("\nDone. " + ", ".join(f"{k} {v}s" for k, v in timings.items()))
+    gold = settings.reports_dir / "gold.json"
+    if gold.exists():
+        print("  Gold rows: " + ", ".join(f"{k} {v}" for k, v in json.loads(gold.read_text()).items()))
     print(f"  Delta tables:       {settings.lake_dir}/bronze, silver, gold")
     print(f"  Reports and charts: {settings.reports_dir}")
     print(f"  Executed notebooks: {out_dir}")

@@ -23,7 +23,7 @@ from fitbit_lakehouse.synthetic import generate
 pytestmark = pytest.mark.e2e
 
 FILES = "dailyActivity,sleepDay,hourlySteps"
-FILES_PER_BATCH = 3   # bronze files per silver micro-batch, in both runs: the same batches
+FILES_PER_BATCH = 1   # bronze files per silver micro-batch, in both runs: the same batches
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def clean_run(base_settings, broker, test_root, spark):
     settings = base_settings.with_overrides(**{
         "paths.raw_dir": str(raw), "paths.lake_dir": str(test_root / "eo_clean"),
         "kafka.bootstrap_servers": broker.bootstrap_servers, "kafka.events_topic": "e2e_exactly_once",
-        "producer.records_per_message": 50, "bronze.max_offsets_per_trigger": 40,
+        "producer.records_per_message": 50, "bronze.max_offsets_per_trigger": 10,
         "silver.max_files_per_trigger": FILES_PER_BATCH})
     pipeline.produce_step(settings, file_filter=FILES)
     pipeline.bronze_step(settings)     # several small bronze files: several silver micro-batches
@@ -81,7 +81,7 @@ def test_kill_9_mid_batch_then_restart_equals_clean_run(clean_run, test_root, sp
         assert proc.poll() is None, "silver finished before it could be killed mid-batch"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(0.5)   # into the batch's writes
+    time.sleep(0.2)   # into the batch's writes
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert _in_flight(checkpoint), "the kill must leave a batch uncommitted"
