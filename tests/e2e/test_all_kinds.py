@@ -89,6 +89,7 @@ def run(raw, base_settings, broker, test_root, spark):
     produced = pipeline.produce_step(settings)
     pipeline.bronze_step(settings)
     report = pipeline.silver_step(settings)
+    pipeline.gold_step(settings)
     from fitbit_lakehouse.tables import Lake
 
     return {"settings": settings, "produced": produced, "report": report, "lake": Lake(spark, settings),
@@ -185,3 +186,30 @@ def test_reconciliation_holds_and_rows_were_counted(run):
     total_lines = sum(sum(1 for _ in open(p)) - 1 for p in run["root"].rglob("*.csv"))
     assert run["produced"]["rows"] == total_lines
     assert run["lake"].count("bronze", "events") == total_lines
+
+
+def test_gold_follows_every_kind(run):
+    """Gold tables built from every kind, checked against the same pandas winners."""
+    expected = _expected(run["root"], run["dirty"])
+    lake = run["lake"]
+    weights = _winners(expected["weight_log"], "weight_log")
+    assert lake.count("gold", "fact_weight") == len(weights)
+    heart = _winners(expected["heart_rate"], "heart_rate")
+    hr = lake.read("gold", "fact_heart_rate_hourly").toPandas()
+    assert hr["readings"].sum() == len(heart)
+    assert hr["max_bpm"].max() == heart["value"].max() and hr["min_bpm"].min() == heart["value"].min()
+    hours = set()
+    for table in ("hourly_steps", "hourly_calories", "hourly_intensities"):
+        w = _winners(expected[table], table)
+        hours |= set(zip(w["fitbit_id"], pd.to_datetime(w["time"])))
+    assert lake.count("gold", "fact_hourly_activity") == len(hours)
+    # 4/12/2016 is in both months: gold keeps the fuller (month-2) summary
+    daily = _winners(expected["daily_activity"], "daily_activity")
+    overlap = daily[pd.to_datetime(daily["time"]) == "2016-04-12"]
+    fact = lake.read("gold", "fact_daily_activity").where("date_key = 20160412").toPandas()
+    assert sorted(fact["total_steps"]) == sorted(overlap["value"])
+    # sleep: sleepDay where present, else derived from minuteSleep
+    sleep = lake.read("gold", "fact_sleep").toPandas()
+    assert set(sleep["source"]) <= {"sleepDay", "minuteSleep"} and len(sleep) > 0
+    dates = lake.read("gold", "dim_date").toPandas()
+    assert dates["date_key"].min() <= 20160313 and (dates.loc[dates["date_key"] == 20160313, "day_of_week"] == "Sunday").all()

@@ -166,6 +166,7 @@ def test_replay_changes_nothing_downstream(lake, settings):
     before = {t: lake["lake"].read("silver", t).drop("_kafka_offset", "_kafka_timestamp").toPandas()
               for t in ("daily_activity", "sleep_day")}
     gold_before = _gold(lake, "kpi_daily_wellness")
+    alerts_before = _gold(lake, "goal_alerts")
     pipeline.produce_step(settings, file_filter=FILES)
     pipeline.bronze_step(settings)
     report = pipeline.silver_step(settings)
@@ -180,6 +181,18 @@ def test_replay_changes_nothing_downstream(lake, settings):
     key = ["user_key", "date_key"]
     pd.testing.assert_frame_equal(gold_before.sort_values(key).reset_index(drop=True),
                                   gold_after.sort_values(key).reset_index(drop=True))
+    # the alert query restarted from its checkpoint and saw every hour again: no second alert anywhere
+    alerts_after = _gold(lake, "goal_alerts")
+    pd.testing.assert_frame_equal(alerts_before.sort_values(key).reset_index(drop=True),
+                                  alerts_after.sort_values(key).reset_index(drop=True))
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(settings.alerts_topic, bootstrap_servers=settings.bootstrap_servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    published = [(m.key.decode(), json.loads(m.value)) for m in consumer]
+    consumer.close()
+    assert len(published) == len(alerts_after)
+    assert {k for k, _ in published} == {f"{u}|{d}" for u, d in zip(alerts_after["user_key"], alerts_after["date_key"])}
 
 
 def test_poison_messages_end_in_quarantine(lake, settings):
