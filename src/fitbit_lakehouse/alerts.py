@@ -34,7 +34,8 @@ STATE_SCHEMA = "hours array<timestamp_ntz>, steps array<long>, alerted boolean"
 def hourly_steps_events(bronze: DataFrame, rules: Rules) -> DataFrame:
     """Valid hourlySteps records of a bronze stream, with their day."""
     kind = BY_KIND["hourlySteps"]
-    events = parse_events(bronze).where(F.col("kind") == kind.kind)
+    # cheap substring test first: only records that can be hourlySteps events are parsed as JSON
+    events = parse_events(bronze.where(F.col("value").contains(kind.kind))).where(F.col("kind") == kind.kind)
     typed = typed_records(events, kind, rules).where(F.size("reasons") == 0)
     return typed.select("fitbit_id", F.to_date("activity_hour").alias("alert_date"), "activity_hour", "step_total")
 
