@@ -91,7 +91,10 @@ def log_to_mlflow(settings: Settings, summary: dict, artifacts: list[Path]) -> s
     import mlflow
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_experiment(settings.get("mlflow.experiment"))
+    name = settings.get("mlflow.experiment")
+    if mlflow.get_experiment_by_name(name) is None:   # artifacts beside the tracking store, not in the cwd
+        mlflow.create_experiment(name, artifact_location=(settings.lake_dir / "mlflow-artifacts").resolve().as_uri())
+    mlflow.set_experiment(name)
     with mlflow.start_run(run_name=f"insights-{datetime.now():%Y%m%d-%H%M%S}") as run:
         mlflow.log_params({"kpi.steps_goal": settings.get("kpi.activity.steps_goal"),
                            "kpi.asleep_goal_minutes": settings.get("kpi.sleep.asleep_goal_minutes"),
