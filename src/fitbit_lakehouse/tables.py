@@ -72,11 +72,6 @@ class Lake:
             return stream_writer.start(self.path(layer, name))
         return stream_writer.toTable(self.name(layer, name))
 
-    def ensure(self, layer: str, name: str, schema) -> None:
-        """Create an empty table with this schema when it does not exist yet."""
-        if not self.exists(layer, name):
-            self.save(self.spark.createDataFrame([], schema), layer, name, mode="append")
-
     def save(self, df: DataFrame, layer: str, name: str, mode: str = "append", **options) -> None:
         writer = df.write.format("delta").mode(mode).options(**{k: str(v) for k, v in options.items()})
         if mode == "overwrite":
