@@ -84,11 +84,12 @@ def _dispatch(args, settings) -> int:
         print(f"wrote {len(paths)} files under {settings.raw_dir}")
     elif args.command == "setup":
         from .kafka_broker import LocalBroker
-        from .spark import get_spark, require_java
+        from .spark import get_spark, packages_cached, require_java
 
         require_java()
         LocalBroker(settings).ensure_jars()
-        get_spark(settings).stop()   # resolves Delta + the Kafka connector into the Ivy cache
+        if not packages_cached(settings):
+            get_spark(settings).stop()   # resolves Delta + the Kafka connector into the Ivy cache
         print("setup ok: Java, Kafka broker jars and Spark packages are in place")
     elif args.command == "kafka":
         from .kafka_broker import LocalBroker, ensure_broker, ensure_topics, stop_local_broker

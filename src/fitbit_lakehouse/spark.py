@@ -56,6 +56,13 @@ def maven_packages(settings: Settings) -> list[str]:
             f"{settings.get('spark.kafka_connector')}:{pyspark.__version__}"]
 
 
+def packages_cached(settings: Settings) -> bool:
+    """True when Ivy has already retrieved Delta and the Kafka connector (named group_artifact-version.jar)."""
+    jars = settings.project_root / settings.get("spark.ivy_dir") / "jars"
+    wanted = ["{}_{}-{}.jar".format(*coordinate.split(":")) for coordinate in maven_packages(settings)]
+    return all((jars / name).is_file() for name in wanted)
+
+
 def get_spark(settings: Settings, app_name: str | None = None):
     """The process's SparkSession, created once (getOrCreate returns the same one after)."""
     from pyspark.sql import SparkSession
