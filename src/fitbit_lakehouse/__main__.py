@@ -4,57 +4,64 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-from .config import load_settings
+from datetime import date
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fitbit_lakehouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("produce", help="replay the Fitbit CSVs into the events topic")
+    p = sub.add_parser("produce", help="send the Fitbit CSV rows not sent before to the events topic")
     p.add_argument("--files", help="only files whose kind or name contains one of these (comma-separated)")
     p.add_argument("--limit", type=int, help="send at most this many rows")
     p.add_argument("--speed", type=float, help="seconds of event time per wall second (0 = as fast as possible)")
+    p.add_argument("--replay", action="store_true", help="send every row again, also those sent before")
     p.add_argument("--raw-dir", help="overrides FITBIT_RAW_DIR")
     for name, help_ in (("bronze", "Kafka -> bronze/events"), ("silver", "bronze -> silver tables + quarantine")):
         q = sub.add_parser(name, help=help_)
         q.add_argument("--trigger", choices=["availableNow", "processingTime"])
-    sub.add_parser("gold", help="silver -> gold star schema and KPIs")
+    g = sub.add_parser("gold", help="silver -> gold star schema, KPIs and alerts (incremental)")
+    g.add_argument("--from", dest="start", type=date.fromisoformat, help="backfill: rebuild from this date")
+    g.add_argument("--to", dest="end", type=date.fromisoformat, help="backfill: rebuild up to this date")
     sub.add_parser("insights", help="charts, report and an MLflow run")
     sub.add_parser("export", help="gold tables as Parquet and CSV extracts for BI tools")
     sub.add_parser("run", help="the five notebooks headless, with a broker for the run")
-    sub.add_parser("stream", help="bronze, silver and goal alerts running continuously (Ctrl-C stops)")
+    sub.add_parser("stream", help="bronze, silver and gold running continuously (Ctrl-C stops)")
     a = sub.add_parser("alerts", help="print goal alerts from the alerts topic as they arrive")
     a.add_argument("--latest", action="store_true", help="only alerts from now on")
     sub.add_parser("synthetic", help="write the synthetic data set into FITBIT_RAW_DIR")
-    sub.add_parser("setup", help="check Java, fetch the Kafka broker jars and Spark's Maven packages")
+    sub.add_parser("setup", help="check Java, resolve the Kafka broker's and Spark's jars (once)")
     k = sub.add_parser("kafka", help="the local broker")
     k.add_argument("action", choices=["up", "down", "status"])
     args = parser.parse_args(argv)
 
     from .kafka_broker import BrokerError
-    from .pipeline import settings_from_params
+    from .maven import SetupError
+    from .pipeline import StepFailed, settings_from_params
+    from .silver import ReconciliationError
 
     settings = settings_from_params(raw_dir=getattr(args, "raw_dir", None))
     try:
         return _dispatch(args, settings)
-    except BrokerError as exc:
+    except (BrokerError, SetupError, StepFailed, ReconciliationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 def _dispatch(args, settings) -> int:
     from . import pipeline
 
     if args.command == "produce":
-        pipeline.produce_step(settings, file_filter=args.files, limit=args.limit, speed=args.speed)
+        pipeline.produce_step(settings, file_filter=args.files, limit=args.limit, speed=args.speed,
+                              replay=args.replay)
     elif args.command == "bronze":
         print(json.dumps(pipeline.bronze_step(settings, args.trigger)))
     elif args.command == "silver":
         print(json.dumps(pipeline.silver_step(settings, args.trigger), indent=1))
     elif args.command == "gold":
-        print(json.dumps(pipeline.gold_step(settings), indent=1))
+        print(json.dumps(pipeline.gold_step(settings, args.start, args.end), indent=1, default=str))
     elif args.command == "insights":
         print(json.dumps(pipeline.insights_step(settings), indent=1, default=str))
     elif args.command == "export":
@@ -84,13 +91,12 @@ def _dispatch(args, settings) -> int:
         print(f"wrote {len(paths)} files under {settings.raw_dir}")
     elif args.command == "setup":
         from .kafka_broker import LocalBroker
-        from .spark import get_spark, packages_cached, require_java
+        from .spark import extra_jars, require_java
 
         require_java()
-        LocalBroker(settings).ensure_jars()
-        if not packages_cached(settings):
-            get_spark(settings).stop()   # resolves Delta + the Kafka connector into the Ivy cache
-        print("setup ok: Java, Kafka broker jars and Spark packages are in place")
+        LocalBroker(settings).classpath()
+        extra_jars(settings)
+        print("setup ok: Java, the Kafka broker's jars and Spark's Delta and Kafka jars are in place")
     elif args.command == "kafka":
         from .kafka_broker import LocalBroker, ensure_broker, ensure_topics, stop_local_broker
 

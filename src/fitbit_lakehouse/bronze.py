@@ -1,4 +1,9 @@
-"""Kafka -> bronze/events: every record as received, with its Kafka coordinates."""
+"""Kafka -> bronze/events: every record as received, with its Kafka coordinates.
+
+A message holds one or more CSV lines (see produce.py); bronze splits it into one row per line
+(record_index = its place in the message) and keeps the producer's headers as columns. Nothing is
+parsed or dropped here: a message without those headers (a poison message) is one row like any other.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,29 +11,38 @@ import logging
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from .catalogue import HEADER_COLUMNS, HEADER_FILE, HEADER_KIND, HEADER_ROW
 from .config import Settings
-from .tables import Lake
+from .spark import trigger_of
+from .tables import BRONZE_EVENTS, Lake
 
 log = logging.getLogger(__name__)
 
-BRONZE_TABLE = "events"
+
+def _header(name: str) -> F.Column:
+    """The value of a Kafka header as a string (null when absent; the first one when repeated)."""
+    match = F.filter("headers", lambda h: h["key"] == F.lit(name))
+    return F.get(match, 0)["value"].cast("string")
 
 
 def bronze_records(kafka_rows: DataFrame) -> DataFrame:
-    """One row per record: a Kafka message carries records as JSON lines (record_index = line).
-
-    posexplode_outer keeps a message with an empty or null value as one row: nothing is dropped.
-    """
-    lines = F.split(F.col("value").cast("string"), "\n")
+    """One row per line of a message; an empty or null value is kept as one row."""
+    lines = F.split(F.col("value").cast("string"), "\r?\n")
     return kafka_rows.select(
         "topic", "partition", "offset",
         F.col("timestamp").alias("kafka_timestamp"),
         F.col("key").cast("string").alias("key"),
+        _header(HEADER_KIND).alias("event_type"),
+        _header(HEADER_FILE).alias("source_file"),
+        _header(HEADER_ROW).try_cast("bigint").alias("_first_row"),
+        _header(HEADER_COLUMNS).alias("source_header"),
         F.posexplode_outer(lines).alias("record_index", "value"),
     ).select(
         "topic", "partition", "offset",
         F.coalesce("record_index", F.lit(0)).alias("record_index"),
-        "kafka_timestamp", "key", "value",
+        "kafka_timestamp", "key", "value", "event_type", "source_file",
+        (F.col("_first_row") + F.coalesce("record_index", F.lit(0))).alias("row_number"),
+        "source_header",
         F.current_timestamp().alias("ingested_at"),
     )
 
@@ -37,19 +51,11 @@ def read_kafka_stream(spark, settings: Settings) -> DataFrame:
     return (spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", settings.bootstrap_servers)
             .option("subscribe", settings.events_topic)
+            .option("includeHeaders", "true")
             .option("startingOffsets", settings.get("bronze.starting_offsets"))
             .option("maxOffsetsPerTrigger", settings.get("bronze.max_offsets_per_trigger"))
             .option("failOnDataLoss", str(settings.get("bronze.fail_on_data_loss")).lower())
             .load())
-
-
-def trigger_of(settings: Settings, layer: str, trigger: str | None = None) -> dict:
-    trigger = trigger or settings.get(f"{layer}.trigger")
-    if trigger == "availableNow":
-        return {"availableNow": True}
-    if trigger == "processingTime":
-        return {"processingTime": settings.get(f"{layer}.processing_time")}
-    raise ValueError(f"{layer}.trigger must be availableNow or processingTime, not {trigger!r}")
 
 
 def start_bronze(spark, settings: Settings, trigger: str | None = None):
@@ -59,18 +65,19 @@ def start_bronze(spark, settings: Settings, trigger: str | None = None):
               .writeStream.format("delta")
               .queryName(settings.get("bronze.query_name"))
               .outputMode("append")
-              .option("checkpointLocation", lake.checkpoint("bronze", BRONZE_TABLE))
+              .option("checkpointLocation", lake.checkpoint("bronze", BRONZE_EVENTS))
               .trigger(**trigger_of(settings, "bronze", trigger)))
-    return lake.start_sink(writer, "bronze", BRONZE_TABLE)
+    return lake.start_sink(writer, "bronze", BRONZE_EVENTS)
 
 
 def run_bronze(spark, settings: Settings, trigger: str | None = None) -> dict:
     """Run bronze to the end of the topic (availableNow) or until stopped (processingTime)."""
     lake = Lake(spark, settings)
-    before = lake.count("bronze", BRONZE_TABLE)
+    before = lake.version("bronze", BRONZE_EVENTS)
     query = start_bronze(spark, settings, trigger)
     query.awaitTermination()
-    after = lake.count("bronze", BRONZE_TABLE)
-    result = {"bronze_rows_added": after - before, "bronze_rows": after}
+    after = lake.version("bronze", BRONZE_EVENTS)
+    result = {"records": lake.rows_added("bronze", BRONZE_EVENTS, before),
+              "batches": (after or 0) - (before if before is not None else -1) if after is not None else 0}
     log.info("bronze: %s", result)
     return result

@@ -14,6 +14,12 @@ TIMESTAMP_FORMAT = "M/d/yyyy h:mm:ss a"  # 4/12/2016 12:00:00 AM
 PY_DATE_FORMAT = "%m/%d/%Y"
 PY_TIMESTAMP_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 
+# The Kafka headers of an events message (its value: one or more CSV lines of one file, see produce.py)
+HEADER_KIND = "kind"              # the file's kind, e.g. dailyActivity
+HEADER_FILE = "source_file"       # the file, relative to the raw folder
+HEADER_ROW = "first_row"          # data row number of the first line (the header line is row 0)
+HEADER_COLUMNS = "header"         # the file's header line
+
 
 @dataclass(frozen=True)
 class Column:

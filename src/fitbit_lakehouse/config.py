@@ -18,6 +18,7 @@ ENV_OVERRIDES = {
     "FITBIT_LAKE_DIR": "paths.lake_dir",
     "KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrap_servers",
     "MLFLOW_TRACKING_URI": "mlflow.tracking_uri",
+    "SPARK_MASTER": "spark.master",
 }
 
 

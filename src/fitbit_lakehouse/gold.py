@@ -1,45 +1,53 @@
-"""silver -> gold: the star schema and the wellness KPIs of CONTRACT.md (goal_alerts: see alerts.py).
+"""silver -> gold: the star schema, the wellness KPIs and the daily-goal alerts of CONTRACT.md.
 
-Every builder is a pure DataFrame function; numbers come from conf/ (kpi.*). The writer merges each
-table by its key, so a re-run changes only rows whose silver data changed.
+Builders are pure DataFrame functions; every number comes from conf/ (kpi.*).
+
+The writer is incremental: gold follows the change data feed of the silver tables it reads. A run
+finds the user-days whose silver rows changed since the silver versions it last read, rebuilds exactly
+those user-days of every fact, KPI and alert from silver, and MERGEs them in: changed rows are updated,
+rows that no longer follow from silver are deleted, the rest of gold is not read or rewritten. The users
+and dates of those days then update dim_user and dim_date. A backfill is the same over the user-days
+of a date range.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
+import json
 import logging
-import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
+from pyspark import inheritable_thread_target
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from .config import Settings
-from .tables import Lake
+from .silver import IDENTITY
+from .tables import Lake, sql_literal, union_all
 
 log = logging.getLogger(__name__)
 
-IDENTITY = "user_identity"
+GOAL_ALERTS = "goal_alerts"
 
 
 @dataclass(frozen=True)
 class Kpi:
-    """The KPI settings (conf/ kpi.*), defaults as in CONTRACT.md."""
-    valid_day_min_steps: int = 1
-    steps_goal: float = 10000
-    mvpa_goal_minutes: float = 30
-    steps_weight: float = 0.5
-    mvpa_weight: float = 0.5
-    asleep_goal_minutes: float = 420
-    duration_weight: float = 0.5
-    efficiency_weight: float = 0.5
-    activity_weight: float = 0.5
-    sleep_weight: float = 0.5
-    scale: float = 100
-    decimals: int = 1
-    segments: tuple[tuple[str, float], ...] = (("High", 270), ("Medium", 180), ("Low", 0))
-    unknown_segment: str = "Unknown"
-    goal_alert_steps: int = 10000
+    """The KPI settings (conf/ kpi.*): the only place they are read."""
+    valid_day_min_steps: int
+    steps_goal: float
+    mvpa_goal_minutes: float
+    steps_weight: float
+    mvpa_weight: float
+    asleep_goal_minutes: float
+    duration_weight: float
+    efficiency_weight: float
+    activity_weight: float
+    sleep_weight: float
+    scale: float
+    decimals: int
+    segments: tuple[tuple[str, float], ...]
+    unknown_segment: str
+    goal_alert_steps: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Kpi":
@@ -56,35 +64,18 @@ class Kpi:
             unknown_segment=k["unknown_segment"], goal_alert_steps=k["goal_alert_steps"])
 
 
-# --- identity ----------------------------------------------------------------------------
-
-def user_key_secret(settings: Settings) -> str:
-    secret = os.environ.get(settings.get("gold.user_key_secret_env"))
-    if secret:
-        return secret
-    log.warning("%s is not set: user_key uses the development secret; set it for real data",
-                settings.get("gold.user_key_secret_env"))
-    return settings.get("gold.user_key_dev_secret")
-
-
-def user_key(fitbit_id: int, secret: str) -> str:
-    """HMAC-SHA256 of the Fitbit Id: stable and pseudonymous; without the secret it cannot be reversed
-    by hashing the small space of 10-digit Ids."""
-    return hmac.new(secret.encode(), str(int(fitbit_id)).encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def identity_rows(fitbit_ids, secret: str) -> list[tuple[int, str]]:
-    return [(int(i), user_key(int(i), secret)) for i in sorted(set(fitbit_ids))]
-
-
 def _keyed(df: DataFrame, identity: DataFrame) -> DataFrame:
     """Swap fitbit_id for user_key (no raw Id in gold)."""
-    return df.join(identity, "fitbit_id", "inner").select(
+    return df.join(F.broadcast(identity), "fitbit_id", "inner").select(
         "user_key", *[c for c in df.columns if c != "fitbit_id"])
 
 
-def _date_key(col) -> F.Column:
+def date_key(col) -> F.Column:
     return F.date_format(col, "yyyyMMdd").cast("int")
+
+
+def _date_of_key(col) -> F.Column:
+    return F.to_date(F.col(col).cast("string"), "yyyyMMdd")
 
 
 # --- facts -------------------------------------------------------------------------------
@@ -93,7 +84,7 @@ def fact_daily_activity(daily_activity: DataFrame, identity: DataFrame, kpi: Kpi
     d = daily_activity
     active = F.col("very_active_minutes") + F.col("fairly_active_minutes") + F.col("lightly_active_minutes")
     return _keyed(d.select(
-        "fitbit_id", _date_key("activity_date").alias("date_key"), "total_steps",
+        "fitbit_id", date_key("activity_date").alias("date_key"), "total_steps",
         F.col("total_distance").alias("total_distance_km"), "calories",
         "very_active_minutes", "fairly_active_minutes", "lightly_active_minutes", "sedentary_minutes",
         active.alias("active_minutes"),
@@ -114,15 +105,23 @@ def sleep_from_minutes(minute_sleep: DataFrame) -> DataFrame:
         F.sum("in_bed").cast("bigint").alias("time_in_bed"))
 
 
-def fact_sleep(sleep_day: DataFrame | None, minute_sleep: DataFrame | None, identity: DataFrame) -> DataFrame:
+def sleep_days(sleep_day: DataFrame) -> DataFrame:
+    """One sleepDay summary per user-day: when a day has several (at different times), the one
+    received last."""
+    newest = F.struct("_kafka_timestamp", "_kafka_partition", "_kafka_offset", "_record_index")
+    values = F.struct("total_sleep_records", "total_minutes_asleep", "total_time_in_bed")
+    return (sleep_day.withColumn("sleep_date", F.to_date("sleep_day"))
+            .groupBy("fitbit_id", "sleep_date").agg(F.max_by(values, newest).alias("_s"))
+            .select("fitbit_id", "sleep_date", F.col("_s.total_sleep_records").alias("sleep_records"),
+                    F.col("_s.total_minutes_asleep").alias("minutes_asleep"),
+                    F.col("_s.total_time_in_bed").alias("time_in_bed"), F.lit("sleepDay").alias("source")))
+
+
+def fact_sleep(sleep_day: DataFrame | None, minute_sleep: DataFrame | None, identity: DataFrame) -> DataFrame | None:
     """sleepDay where present, else derived from minuteSleep; `source` says which."""
     parts = []
     if sleep_day is not None:
-        parts.append(sleep_day.select(
-            "fitbit_id", F.to_date("sleep_day").alias("sleep_date"),
-            F.col("total_sleep_records").alias("sleep_records"),
-            F.col("total_minutes_asleep").alias("minutes_asleep"),
-            F.col("total_time_in_bed").alias("time_in_bed"), F.lit("sleepDay").alias("source")))
+        parts.append(sleep_days(sleep_day))
     if minute_sleep is not None:
         derived = sleep_from_minutes(minute_sleep).withColumn("source", F.lit("minuteSleep"))
         if parts:
@@ -131,24 +130,25 @@ def fact_sleep(sleep_day: DataFrame | None, minute_sleep: DataFrame | None, iden
         parts.append(derived)
     if not parts:
         return None
-    sleep = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
-    return _keyed(sleep.select(
-        "fitbit_id", _date_key("sleep_date").alias("date_key"), "sleep_records", "minutes_asleep",
+    return _keyed(union_all(parts).select(
+        "fitbit_id", date_key("sleep_date").alias("date_key"), "sleep_records", "minutes_asleep",
         "time_in_bed",
         F.when(F.col("time_in_bed") > 0, F.col("minutes_asleep") / F.col("time_in_bed")).alias("sleep_efficiency"),
         "source"), identity)
 
 
+HOURLY_PARTS = {
+    "hourly_steps": lambda d: d.select("fitbit_id", "activity_hour", F.col("step_total").alias("steps")),
+    "hourly_calories": lambda d: d.select("fitbit_id", "activity_hour", "calories"),
+    "hourly_intensities": lambda d: d.select("fitbit_id", "activity_hour", "total_intensity", "average_intensity"),
+}
+
+
 def fact_hourly_activity(hourly: dict[str, DataFrame], identity: DataFrame) -> DataFrame | None:
     """The three hourly kinds joined on user-hour (any may be missing)."""
     key = ["fitbit_id", "activity_hour"]
-    selected = {
-        "hourly_steps": lambda d: d.select(*key, F.col("step_total").alias("steps")),
-        "hourly_calories": lambda d: d.select(*key, "calories"),
-        "hourly_intensities": lambda d: d.select(*key, "total_intensity", "average_intensity"),
-    }
     joined = None
-    for name, pick in selected.items():
+    for name, pick in HOURLY_PARTS.items():
         if hourly.get(name) is None:
             continue
         part = pick(hourly[name])
@@ -160,21 +160,37 @@ def fact_hourly_activity(hourly: dict[str, DataFrame], identity: DataFrame) -> D
         if col not in joined.columns:
             joined = joined.withColumn(col, F.lit(None).cast(type_))
     return _keyed(joined.select(
-        "fitbit_id", _date_key("activity_hour").alias("date_key"), F.hour("activity_hour").alias("hour"),
+        "fitbit_id", date_key("activity_hour").alias("date_key"), F.hour("activity_hour").alias("hour"),
         "activity_hour", "steps", "calories", "total_intensity", "average_intensity"), identity)
 
 
 def fact_heart_rate_hourly(heart_rate: DataFrame, identity: DataFrame) -> DataFrame:
     return _keyed(heart_rate.groupBy(
-        "fitbit_id", _date_key("time").alias("date_key"), F.hour("time").alias("hour")).agg(
+        "fitbit_id", date_key("time").alias("date_key"), F.hour("time").alias("hour")).agg(
         F.min("bpm").alias("min_bpm"), F.avg("bpm").alias("avg_bpm"), F.max("bpm").alias("max_bpm"),
         F.count("*").alias("readings")), identity)
 
 
 def fact_weight(weight_log: DataFrame, identity: DataFrame) -> DataFrame:
     return _keyed(weight_log.select(
-        "fitbit_id", _date_key("logged_at").alias("date_key"), "logged_at", "weight_kg", "bmi",
+        "fitbit_id", date_key("logged_at").alias("date_key"), "logged_at", "weight_kg", "bmi",
         F.col("fat").alias("fat_pct"), F.col("is_manual_report").alias("is_manual"), "log_id"), identity)
+
+
+def goal_alerts(hourly_steps: DataFrame, identity: DataFrame, goal: int) -> DataFrame:
+    """Per user-day, the first hour at which that day's cumulative hourly steps reach the goal."""
+    from pyspark.sql import Window
+
+    day = Window.partitionBy("fitbit_id", "alert_date").orderBy("activity_hour") \
+                .rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    cumulative = (hourly_steps.withColumn("alert_date", F.to_date("activity_hour"))
+                  .withColumn("cumulative", F.sum("step_total").over(day)))
+    first = (cumulative.where(F.col("cumulative") >= goal)
+             .groupBy("fitbit_id", "alert_date")
+             .agg(F.min_by(F.struct("activity_hour", "cumulative"), F.col("activity_hour")).alias("_a")))
+    return _keyed(first.select(
+        "fitbit_id", date_key("alert_date").alias("date_key"), F.lit(goal).cast("bigint").alias("goal_steps"),
+        F.col("_a.activity_hour").alias("reached_at"), F.col("_a.cumulative").alias("steps_at_alert")), identity)
 
 
 # --- KPIs and dimensions -------------------------------------------------------------------
@@ -207,21 +223,21 @@ def kpi_daily_wellness(daily: DataFrame, sleep: DataFrame | None, kpi: Kpi) -> D
         "total_steps", "mvpa_minutes", "minutes_asleep")
 
 
-def dim_user(daily: DataFrame | None, identity: DataFrame, kpi: Kpi) -> DataFrame:
-    users = identity.select("user_key")
+def dim_user(daily: DataFrame | None, users: DataFrame, kpi: Kpi) -> DataFrame:
+    """One row per user of `users` (user_key), from all of their daily facts in `daily`."""
     if daily is None:
         stats = users.select("user_key", *[F.lit(None).cast(t).alias(c) for c, t in (
             ("avg_active_minutes", "double"), ("avg_daily_steps", "double"), ("valid_days", "bigint"),
             ("first_date", "date"), ("last_date", "date"))])
     else:
         on_valid = lambda c: F.when(F.col("is_valid_day"), c)  # noqa: E731
-        day = F.to_date(F.col("date_key").cast("string"), "yyyyMMdd")
+        day = _date_of_key("date_key")
         stats = daily.groupBy("user_key").agg(
             F.avg(on_valid(F.col("active_minutes"))).alias("avg_active_minutes"),
             F.avg(on_valid(F.col("total_steps"))).alias("avg_daily_steps"),
             F.count(on_valid(F.lit(1))).alias("valid_days"),
             F.min(day).alias("first_date"), F.max(day).alias("last_date"))
-    joined = users.join(stats, "user_key", "left")
+    joined = users.select("user_key").join(stats, "user_key", "left")
     segment = F.when(F.coalesce("valid_days", F.lit(0)) == 0, F.lit(kpi.unknown_segment)).otherwise(
         segment_of(F.col("avg_active_minutes"), kpi))
     return joined.select("user_key", segment.alias("engagement_segment"), "avg_active_minutes",
@@ -229,18 +245,18 @@ def dim_user(daily: DataFrame | None, identity: DataFrame, kpi: Kpi) -> DataFram
                          "first_date", "last_date")
 
 
-def dim_date(date_keys: DataFrame) -> DataFrame:
-    """Every calendar day from the first to the last date_key of the facts."""
-    bounds = date_keys.select(F.to_date(F.col("date_key").cast("string"), "yyyyMMdd").alias("d")) \
-                      .agg(F.min("d").alias("lo"), F.max("d").alias("hi"))
-    days = bounds.select(F.explode(F.sequence("lo", "hi")).alias("date"))
+def dim_date(spark, first: date, last: date) -> DataFrame:
+    """Every calendar day from first to last."""
+    days = spark.createDataFrame([(first, last)], "lo date, hi date") \
+                .select(F.explode(F.sequence("lo", "hi")).alias("date"))
     return days.select(
-        _date_key("date").alias("date_key"), "date",
+        date_key("date").alias("date_key"), "date",
         F.date_format("date", "EEEE").alias("day_of_week"),
         F.dayofweek("date").isin(1, 7).alias("is_weekend"),
         F.weekofyear("date").alias("iso_week"), F.month("date").alias("month"), F.year("date").alias("year"))
 
 
+# keys of the gold tables, and the silver tables whose rows each user-day of them follows from
 GOLD_KEYS = {
     "dim_user": ("user_key",),
     "dim_date": ("date_key",),
@@ -250,89 +266,218 @@ GOLD_KEYS = {
     "fact_heart_rate_hourly": ("user_key", "date_key", "hour"),
     "fact_weight": ("user_key", "log_id"),
     "kpi_daily_wellness": ("user_key", "date_key"),
+    GOAL_ALERTS: ("user_key", "date_key"),
 }
-# written by the goal-alert stream (alerts.py), listed here for readers such as the BI export
-STREAM_TABLES = ("goal_alerts",)
+
+
+# --- which user-days changed ----------------------------------------------------------------
+
+# silver table -> its time column; a row bears on the user-day of that time (minute sleep also on the
+# next day: a log that ends after midnight counts for the day it ends)
+SILVER_INPUTS = {
+    "daily_activity": "activity_date", "sleep_day": "sleep_day", "minute_sleep": "sleep_minute",
+    "hourly_steps": "activity_hour", "hourly_calories": "activity_hour", "hourly_intensities": "activity_hour",
+    "heart_rate": "time", "weight_log": "logged_at",
+}
+_SPILLS_INTO_NEXT_DAY = {"minute_sleep"}
+
+
+def user_days(rows: DataFrame, table: str) -> DataFrame:
+    """(fitbit_id, day) pairs that a set of silver rows of `table` bears on."""
+    day = F.to_date(SILVER_INPUTS[table])
+    pairs = rows.select("fitbit_id", day.alias("day"))
+    if table in _SPILLS_INTO_NEXT_DAY:
+        pairs = pairs.unionByName(pairs.select("fitbit_id", F.date_add("day", 1).alias("day")))
+    return pairs.distinct()
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The user-days a gold run rebuilds."""
+    days: list[tuple[int, date]]
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted({i for i, _ in self.days})
+
+    @property
+    def first(self) -> date:
+        return min(d for _, d in self.days)
+
+    @property
+    def last(self) -> date:
+        return max(d for _, d in self.days)
+
+    def frame(self, spark) -> DataFrame:
+        return spark.createDataFrame(self.days, "fitbit_id bigint, day date")
+
+    def silver(self, lake: Lake, table: str) -> DataFrame:
+        """The rows of a silver table on the scope's user-days (minute sleep: whole sleep logs)."""
+        time = SILVER_INPUTS[table]
+        margin = timedelta(days=1) if table in _SPILLS_INTO_NEXT_DAY else timedelta(0)
+        ids = ", ".join(str(i) for i in self.ids)
+        low = datetime.combine(self.first - margin, datetime.min.time())
+        high = datetime.combine(self.last + timedelta(days=1), datetime.min.time())
+        rows = lake.read("silver", table).where(   # Delta skips files outside the ids and times
+            f"fitbit_id IN ({ids}) AND {time} >= {sql_literal(low)} AND {time} < {sql_literal(high)}")
+        scope_days = F.broadcast(self.frame(lake.spark).toDF("_scope_id", "_scope_day"))
+        on_days = rows.join(scope_days, (rows["fitbit_id"] == scope_days["_scope_id"])
+                            & (F.to_date(rows[time]) == scope_days["_scope_day"]), "left_semi")
+        if table not in _SPILLS_INTO_NEXT_DAY:
+            return on_days
+        logs = on_days.select("fitbit_id", "log_id").distinct()
+        return rows.join(F.broadcast(logs), ["fitbit_id", "log_id"], "left_semi")
 
 
 # --- writer ------------------------------------------------------------------------------
 
-def build_identity(lake: Lake, settings: Settings, silver_tables: dict[str, DataFrame]) -> DataFrame:
-    """silver/user_identity: every Fitbit Id seen in silver, with its user_key (merged, never rewritten)."""
-    ids = set()
-    for df in silver_tables.values():
-        ids.update(r["fitbit_id"] for r in df.select("fitbit_id").distinct().collect())
-    rows = identity_rows(ids, user_key_secret(settings))
-    identity = lake.spark.createDataFrame(rows, "fitbit_id bigint, user_key string")
-    merge_by_key(lake, "silver", IDENTITY, identity, ("fitbit_id",), delete_missing=False)
-    return lake.read("silver", IDENTITY)
+class GoldWriter:
+    """Rebuilds the gold rows of a scope of user-days and merges them in."""
+
+    def __init__(self, lake: Lake, settings: Settings):
+        self.lake, self.settings = lake, settings
+        self.kpi = Kpi.from_settings(settings)
+        self._cached: list[DataFrame] = []
+
+    def build(self, scope: Scope) -> dict[str, DataFrame]:
+        """Every gold fact, KPI and alert row of the scope's user-days, from silver."""
+        lake = self.lake
+        present = [t for t in SILVER_INPUTS if lake.exists("silver", t)]
+        # read once, up front: several gold tables read the same silver rows, a MERGE reads its source twice
+        silver = {t: scope.silver(lake, t).cache() for t in present}
+        identity = lake.read("silver", IDENTITY).cache()
+        with ThreadPoolExecutor(max_workers=int(self.settings.get("gold.table_threads"))) as pool:
+            list(pool.map(inheritable_thread_target(lake.spark)(lambda df: df.count()), [identity, *silver.values()]))
+        self._cached = [identity, *silver.values()]
+        gold: dict[str, DataFrame] = {}
+        if "daily_activity" in silver:
+            gold["fact_daily_activity"] = fact_daily_activity(silver["daily_activity"], identity, self.kpi)
+        sleep = fact_sleep(silver.get("sleep_day"), silver.get("minute_sleep"), identity)
+        if sleep is not None:
+            gold["fact_sleep"] = sleep
+        hourly = fact_hourly_activity(silver, identity)
+        if hourly is not None:
+            gold["fact_hourly_activity"] = hourly
+        if "heart_rate" in silver:
+            gold["fact_heart_rate_hourly"] = fact_heart_rate_hourly(silver["heart_rate"], identity)
+        if "weight_log" in silver:
+            gold["fact_weight"] = fact_weight(silver["weight_log"], identity)
+        if "fact_daily_activity" in gold:
+            gold["kpi_daily_wellness"] = kpi_daily_wellness(gold["fact_daily_activity"], gold.get("fact_sleep"), self.kpi)
+        if "hourly_steps" in silver:
+            gold[GOAL_ALERTS] = goal_alerts(silver["hourly_steps"], identity, self.kpi.goal_alert_steps)
+        return gold
+
+    def write(self, scope: Scope) -> dict[str, dict]:
+        """Merge the scope's rebuilt rows into gold; returns rows inserted/updated/deleted per table.
+        The tables are written by a few threads at once: their Spark jobs are small."""
+        lake = self.lake
+        keys = F.broadcast(scope.frame(lake.spark).join(F.broadcast(lake.read("silver", IDENTITY)), "fitbit_id")
+                           .select("user_key", date_key("day").alias("date_key")).cache())
+
+        def write_table(item) -> tuple[str, dict]:
+            name, rows = item
+            # only the scope's user-days: a sleep log read for one of them may end on a day outside it
+            rows = rows.join(keys, ["user_key", "date_key"], "left_semi")
+            if name == GOAL_ALERTS:   # one alert per user-day, however often the day is rebuilt;
+                # its change feed is the outbox of the alerts topic (alerts.py)
+                metrics = lake.merge(rows, "gold", name, GOLD_KEYS[name],
+                                     properties={"delta.enableChangeDataFeed": "true"})
+            else:
+                metrics = self._replace_days(name, rows, keys)
+            return name, metrics.__dict__
+
+        with ThreadPoolExecutor(max_workers=int(self.settings.get("gold.table_threads"))) as pool:
+            changes = dict(pool.map(inheritable_thread_target(lake.spark)(write_table), self.build(scope).items()))
+        users = keys.select("user_key").distinct()
+        facts = lake.read("gold", "fact_daily_activity").join(users, "user_key", "left_semi") \
+            if lake.exists("gold", "fact_daily_activity") else None
+        users_rows = dim_user(facts, users, self.kpi)
+        changes["dim_user"] = lake.merge(users_rows, "gold", "dim_user", GOLD_KEYS["dim_user"],
+                                         update=_changed(users_rows.columns, GOLD_KEYS["dim_user"])).__dict__
+        changes["dim_date"] = self._extend_dates(scope).__dict__
+        for frame in [keys, *self._cached]:
+            frame.unpersist()
+        return changes
+
+    def _replace_days(self, name: str, rows: DataFrame, keys: DataFrame):
+        """MERGE the rebuilt rows of the scope's user-days: insert new, update changed, and delete the
+        rows of those user-days that the rebuild no longer yields."""
+        lake, key = self.lake, GOLD_KEYS[name]
+        if not lake.exists("gold", name):
+            return lake.merge(rows, "gold", name, key)
+        stale = (lake.read("gold", name).join(keys, ["user_key", "date_key"], "left_semi")
+                 .join(rows.select(*key), list(key), "left_anti"))
+        source = rows.withColumn("_deleted", F.lit(False)).unionByName(stale.withColumn("_deleted", F.lit(True)))
+        return lake.merge(source, "gold", name, key, columns=rows.columns,
+                          update=f"NOT s._deleted AND ({_changed(rows.columns, key)})",
+                          delete="s._deleted", insert="NOT s._deleted")
+
+    def _extend_dates(self, scope: Scope):
+        lake = self.lake
+        first, last = scope.first, scope.last
+        if lake.exists("gold", "dim_date"):
+            bounds = lake.read("gold", "dim_date").agg(F.min("date"), F.max("date")).first()
+            if bounds[0] is not None:
+                first, last = min(first, bounds[0]), max(last, bounds[1])
+        return lake.merge(dim_date(lake.spark, first, last), "gold", "dim_date", GOLD_KEYS["dim_date"])
 
 
-def merge_by_key(lake: Lake, layer: str, name: str, df: DataFrame, key: tuple[str, ...],
-                 delete_missing: bool = True) -> None:
-    """Insert new keys, update changed rows, (optionally) delete keys gone from the source."""
-    if not lake.exists(layer, name):
-        lake.save(df, layer, name, mode="overwrite")
-        return
-    on = " AND ".join(f"t.{k} = s.{k}" for k in key)
-    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in df.columns if c not in key) or "false"
-    merge = (lake.delta(layer, name).alias("t").merge(df.alias("s"), on)
-             .whenMatchedUpdateAll(condition=changed).whenNotMatchedInsertAll())
-    if delete_missing:
-        merge = merge.whenNotMatchedBySourceDelete()
-    merge.execute()
+def _changed(columns, key) -> str:
+    return " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns if c not in key and c != "_deleted") or "false"
 
 
-def build_gold(silver: dict[str, DataFrame], identity: DataFrame, kpi: Kpi) -> dict[str, DataFrame]:
-    """Every gold table that the available silver tables allow."""
-    gold: dict[str, DataFrame] = {}
-    if "daily_activity" in silver:
-        gold["fact_daily_activity"] = fact_daily_activity(silver["daily_activity"], identity, kpi)
-    sleep = fact_sleep(silver.get("sleep_day"), silver.get("minute_sleep"), identity)
-    if sleep is not None:
-        gold["fact_sleep"] = sleep
-    hourly = fact_hourly_activity(silver, identity)
-    if hourly is not None:
-        gold["fact_hourly_activity"] = hourly
-    if "heart_rate" in silver:
-        gold["fact_heart_rate_hourly"] = fact_heart_rate_hourly(silver["heart_rate"], identity)
-    if "weight_log" in silver:
-        gold["fact_weight"] = fact_weight(silver["weight_log"], identity)
-    if "fact_daily_activity" in gold:
-        gold["kpi_daily_wellness"] = kpi_daily_wellness(gold["fact_daily_activity"], gold.get("fact_sleep"), kpi)
-    gold["dim_user"] = dim_user(gold.get("fact_daily_activity"), identity, kpi)
-    facts = [df.select("date_key") for name, df in gold.items() if "date_key" in df.columns]
-    if facts:
-        keys = facts[0]
-        for f in facts[1:]:
-            keys = keys.unionByName(f)
-        gold["dim_date"] = dim_date(keys)
-    return gold
+# --- runs --------------------------------------------------------------------------------
+
+def _state_file(settings: Settings):
+    return settings.checkpoints_dir / "gold" / "silver_versions.json"
 
 
-def run_gold(spark, settings: Settings) -> dict:
-    """Rebuild gold from silver and merge it in; skipped when no silver table changed since the last run."""
-    import json
-
-    from .catalogue import SILVER_TABLES
-
-    lake = Lake(spark, settings)
-    versions = {t: lake.version("silver", t) for t in SILVER_TABLES}
+def changed_scope(lake: Lake, since: dict[str, int]) -> tuple[Scope | None, dict[str, int]]:
+    """The user-days whose silver rows changed after the versions in `since`, and the versions now."""
+    versions = {t: lake.version("silver", t) for t in SILVER_INPUTS}
     versions = {t: v for t, v in versions.items() if v is not None}
-    if not versions:
+    frames = []
+    for table, version in versions.items():
+        before = since.get(table)
+        if before is None:
+            frames.append(user_days(lake.read("silver", table), table))
+        elif version > before:
+            frames.append(user_days(lake.changes("silver", table, before + 1, version), table))
+    if not frames:
+        return None, versions
+    days = [(r["fitbit_id"], r["day"]) for r in union_all(frames).distinct().collect()]
+    return (Scope(days) if days else None), versions
+
+
+def range_scope(lake: Lake, start: date, end: date) -> Scope | None:
+    """Every user-day from start to end (inclusive) that silver holds: a backfill."""
+    frames = [user_days(lake.read("silver", t).where(
+        F.to_date(SILVER_INPUTS[t]).between(F.lit(start), F.lit(end))), t)
+        for t in SILVER_INPUTS if lake.exists("silver", t)]
+    if not frames:
+        return None
+    days = [(r["fitbit_id"], r["day"]) for r in union_all(frames).distinct().collect()
+            if start <= r["day"] <= end]
+    return Scope(days) if days else None
+
+
+def run_gold(spark, settings: Settings, start: date | None = None, end: date | None = None) -> dict:
+    """Bring gold up to date with silver (or, with start and end, rebuild that date range)."""
+    lake = Lake(spark, settings)
+    if not lake.exists("silver", IDENTITY):
         raise RuntimeError("No silver table yet: run 03_silver first")
-    state = settings.checkpoints_dir / "gold" / "silver_versions.json"
-    if state.exists() and json.loads(state.read_text()) == versions:
-        log.info("gold is up to date with silver (no silver table changed): nothing to do")
-        return {name: lake.count("gold", name) for name in GOLD_KEYS if lake.exists("gold", name)}
-    silver = {t: lake.read("silver", t) for t in versions}
-    identity = build_identity(lake, settings, silver)
-    gold = build_gold(silver, identity, Kpi.from_settings(settings))
-    counts = {}
-    for name, df in gold.items():
-        merge_by_key(lake, "gold", name, df, GOLD_KEYS[name])
-        counts[name] = lake.count("gold", name)
-        log.info("gold %-24s %8d rows", name, counts[name])
-    state.parent.mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps(versions))
-    return counts
+    state = _state_file(settings)
+    since = json.loads(state.read_text()) if state.exists() else {}
+    if start is not None or end is not None:
+        scope, versions = range_scope(lake, start or date.min, end or date.max), None
+    else:
+        scope, versions = changed_scope(lake, since)
+    result = {"user_days": len(scope.days) if scope else 0, "changes": {}}
+    if scope is not None:
+        result["changes"] = GoldWriter(lake, settings).write(scope)
+    if versions is not None and versions != since:
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(json.dumps(versions))
+    log.info("gold: %d user-days rebuilt: %s", result["user_days"], result["changes"])
+    return result

@@ -124,13 +124,13 @@ def run_insights(spark, settings: Settings) -> dict:
 
 def export_bi(spark, settings: Settings) -> list[Path]:
     """`make export`: every gold table as Parquet and CSV under <reports>/bi/ for Power BI / Tableau."""
-    from .gold import GOLD_KEYS, STREAM_TABLES
+    from .gold import GOLD_KEYS
 
     lake = Lake(spark, settings)
     out = settings.reports_dir / "bi"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in sorted((*GOLD_KEYS, *STREAM_TABLES)):
+    for name in sorted(GOLD_KEYS):
         if not lake.exists("gold", name):
             continue
         frame = lake.read("gold", name).toPandas()

@@ -6,6 +6,7 @@ a broker on that port. Errors are one readable line that says what to do.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
+from .maven import local_repository, resolve
 from .spark import require_java
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,19 @@ def speaks_kafka(bootstrap: str, timeout_s: float = 10.0) -> bool:
         admin.close()
 
 
+def _command_line(pid: int) -> str:
+    """The command line of a running process ('' when there is none); /proc on Linux, ps elsewhere."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        pass
+    try:
+        return subprocess.run(["ps", "-p", str(pid), "-o", "command="], capture_output=True, text=True,
+                              timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -85,7 +100,6 @@ class LocalBroker:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.version = settings.get("kafka.broker.version")
-        self.libs_dir = settings.project_root / ".cache" / f"kafka-{self.version}" / "libs"
         self.home = settings.lake_dir / settings.get("kafka.broker.log_dir")
         self.data_dir = self.home / "data"
         self.pid_file = self.home / "broker.pid"
@@ -93,26 +107,18 @@ class LocalBroker:
         self.host, self.port = parse_bootstrap(settings.bootstrap_servers)
 
     # --- jars ---------------------------------------------------------------------------
-    def ensure_jars(self) -> None:
-        if self.libs_dir.is_dir() and any(self.libs_dir.glob("kafka_2.13-*.jar")):
-            return
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise BrokerError("Maven (mvn) not found: it fetches the Kafka broker's jars from Maven "
-                              "Central; install it (apt-get install maven) or start a broker yourself "
-                              "and set KAFKA_BOOTSTRAP_SERVERS.")
+    def classpath(self) -> list[str]:
+        """The broker's jars, resolved with Maven into .cache/m2 the first time."""
+        listing = self.settings.project_root / ".cache" / f"kafka-{self.version}-classpath.json"
+        if listing.is_file():
+            jars = json.loads(listing.read_text())
+            if jars and all(Path(j).is_file() for j in jars):
+                return jars
         pom = self.settings.project_root / "tools" / "kafka" / "pom.xml"
-        log.warning("Fetching Apache Kafka %s jars from Maven Central (first run only) ...", self.version)
-        tmp = self.libs_dir.with_name("libs.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        cmd = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-               f"-Dkafka.version={self.version}", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise BrokerError(f"Could not fetch Kafka {self.version} jars with Maven "
-                              f"({result.stdout[-300:] or result.stderr[-300:]}); check Maven Central access.")
-        shutil.rmtree(self.libs_dir, ignore_errors=True)
-        tmp.rename(self.libs_dir)
+        artifacts = resolve(pom, local_repository(self.settings.project_root), {"kafka.version": self.version})
+        jars = [str(a.path) for a in artifacts]
+        listing.write_text(json.dumps(jars, indent=1))
+        return jars
 
     # --- config and storage -------------------------------------------------------------
     def _write_config(self, controller_port: int) -> Path:
@@ -152,7 +158,7 @@ class LocalBroker:
         java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
         cmd = [java, f"-Xmx{self.settings.get('kafka.broker.heap')}", "-Xms128m",
                f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-               f"-Dkafka.logs.dir={self.home}", "-cp", f"{self.libs_dir}/*", main, *args]
+               f"-Dkafka.logs.dir={self.home}", "-cp", os.pathsep.join(self.classpath()), main, *args]
         return subprocess.Popen(cmd, **popen)
 
     def format_storage(self, config: Path) -> None:
@@ -167,16 +173,18 @@ class LocalBroker:
 
     # --- lifecycle ----------------------------------------------------------------------
     def running_pid(self) -> int | None:
+        """The pid in the pid file, if that process is this lake's broker (a stale file may name
+        a pid that the system has since given to another process)."""
         try:
             pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
-            return pid
         except (OSError, ValueError):
             return None
+        command = _command_line(pid)
+        return pid if "kafka.Kafka" in command and str(self.home / "server.properties") in command else None
 
     def start(self) -> int:
         require_java()
-        self.ensure_jars()
+        self.classpath()
         config = self._write_config(_free_port())
         self.format_storage(config)
         with open(self.log_file.with_suffix(".out"), "ab") as out:
@@ -214,6 +222,31 @@ class LocalBroker:
         return True
 
 
+def make_producer(settings: Settings, client_id: str = "fitbit-producer"):
+    """An idempotent kafka-python producer (acks=all); an unreachable broker fails fast and clearly."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    timeout_ms = int(settings.get("producer.connect_timeout_s") * 1000)
+    try:
+        return KafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=settings.get("producer.linger_ms"),
+            batch_size=settings.get("producer.batch_size_bytes"),
+            max_request_size=settings.get("producer.max_request_size"),
+            compression_type=settings.get("producer.compression") or None,
+            bootstrap_timeout_ms=timeout_ms,
+            max_block_ms=timeout_ms,
+            request_timeout_ms=timeout_ms,
+        )
+    except KafkaError as exc:
+        raise BrokerError(f"No Kafka broker answers at {settings.bootstrap_servers} ({type(exc).__name__}): "
+                          f"start one (`make kafka-up`) or set KAFKA_BOOTSTRAP_SERVERS.") from exc
+
+
 def ensure_broker(settings: Settings) -> BrokerHandle:
     """A broker answering at the configured address: the existing one, or a local one started now."""
     bootstrap = settings.bootstrap_servers
@@ -238,21 +271,25 @@ def stop_local_broker(settings: Settings) -> bool:
     return LocalBroker(settings).stop()
 
 
-def ensure_topics(settings: Settings) -> None:
-    """The events and alerts topics, created with the configured partitions if missing."""
+def ensure_topics(settings: Settings) -> dict[str, str]:
+    """The events and alerts topics (created with the configured partitions and retention if
+    missing); returns their Kafka topic ids, which change when a topic is deleted and recreated."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    topics = (settings.events_topic, settings.alerts_topic)
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="fitbit-admin")
     try:
         existing = set(admin.list_topics())
-        wanted = [NewTopic(t, settings.get("kafka.partitions"), 1)
-                  for t in (settings.events_topic, settings.alerts_topic) if t not in existing]
+        configs = {k: str(v) for k, v in (settings.get("kafka.topic_config") or {}).items()}
+        wanted = [NewTopic(t, settings.get("kafka.partitions"), settings.get("kafka.replication_factor"),
+                           topic_configs=configs) for t in topics if t not in existing]
         if wanted:
             try:
                 admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass
+        return {t["name"]: t.get("topic_id") for t in admin.describe_topics(list(topics))}
     finally:
         admin.close()

@@ -1,10 +1,13 @@
-"""The five steps, as the notebooks and the CLI call them: each takes Settings and returns a summary."""
+"""The five steps, as the notebooks and the CLI call them: each takes Settings and returns a summary.
+
+`make run` executes the notebooks headless in order, all in one Jupyter kernel: one Python process
+and one Spark application for the whole run, as the tasks of a Databricks job share their cluster.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,11 +19,15 @@ log = logging.getLogger(__name__)
 NOTEBOOKS = ("01_produce", "02_bronze", "03_silver", "04_gold", "05_insights")
 
 
+class StepFailed(RuntimeError):
+    """A step of `make run` failed; the message says where to look."""
+
+
 def settings_from_params(**params) -> Settings:
     """Settings for a notebook: conf/ + environment, with the notebook's non-empty parameters over them."""
     logging.basicConfig(level=os.environ.get("FITBIT_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("kafka", "py4j", "mlflow", "alembic", "matplotlib"):
+    for noisy in ("kafka", "py4j", "mlflow", "alembic", "matplotlib", "traitlets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     mapping = {"raw_dir": "paths.raw_dir", "lake_dir": "paths.lake_dir",
                "bootstrap_servers": "kafka.bootstrap_servers", "bronze_trigger": "bronze.trigger",
@@ -28,18 +35,26 @@ def settings_from_params(**params) -> Settings:
     return load_settings().with_overrides(**{mapping.get(k, k): v for k, v in params.items()})
 
 
+def _timed_report(settings: Settings, step: str, started: float, payload: dict) -> dict:
+    payload = {**payload, "seconds": round(time.monotonic() - started, 1)}
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    (settings.reports_dir / f"{step}.json").write_text(json.dumps(payload, indent=2, default=str))
+    return payload
+
+
 def produce_step(settings: Settings, file_filter: str | None = None, limit: int | None = None,
-                 speed: float | None = None) -> dict:
+                 speed: float | None = None, replay: bool = False) -> dict:
     from .kafka_broker import ensure_broker, ensure_topics
     from .produce import produce_from_settings
 
+    started = time.monotonic()
     ensure_broker(settings)
-    ensure_topics(settings)
+    topic_ids = ensure_topics(settings)
     summary = produce_from_settings(settings, file_filter=file_filter, limit=limit, speed=speed,
-                                    progress=sys.stderr.isatty() or "JPY_PARENT_PID" in os.environ)
+                                    replay=replay, topic_id=topic_ids.get(settings.events_topic))
     print(summary)
-    _write_report(settings, "produce", summary.as_dict())
-    return summary.as_dict()
+    return _timed_report(settings, "produce", started, {**summary.as_dict(), "records": summary.rows,
+                                                        "unit": "rows sent"})
 
 
 def bronze_step(settings: Settings, trigger: str | None = None) -> dict:
@@ -47,84 +62,134 @@ def bronze_step(settings: Settings, trigger: str | None = None) -> dict:
     from .kafka_broker import ensure_broker
     from .spark import get_spark
 
+    started = time.monotonic()
     ensure_broker(settings)
     result = run_bronze(get_spark(settings), settings, trigger)
-    _write_report(settings, "bronze", result)
-    return result
+    return _timed_report(settings, "bronze", started, {**result, "unit": "records landed"})
 
 
 def silver_step(settings: Settings, trigger: str | None = None) -> list[dict]:
     from .silver import run_silver
     from .spark import get_spark
 
-    return run_silver(get_spark(settings), settings, trigger)
+    started = time.monotonic()
+    result = run_silver(get_spark(settings), settings, trigger)
+    _timed_report(settings, "silver", started, {"records": result["records"], "batches": result["batches"],
+                                                "unit": "records processed"})
+    return result["reconciliation"]
 
 
-def gold_step(settings: Settings) -> dict:
-    """Gold tables from silver, then the goal-alert stream over the new hourly steps."""
-    from .alerts import GOAL_ALERTS, run_alerts
+def gold_step(settings: Settings, start_date=None, end_date=None) -> dict:
+    """Gold brought up to date with silver (or a date range rebuilt), then new alerts published."""
+    from .alerts import publish_alerts
     from .gold import run_gold
-    from .kafka_broker import ensure_broker
+    from .kafka_broker import ensure_broker, ensure_topics
     from .spark import get_spark
 
+    started = time.monotonic()
     spark = get_spark(settings)
-    result = run_gold(spark, settings)
-    ensure_broker(settings)   # alerts are also published to the alerts topic
-    result[GOAL_ALERTS] = run_alerts(spark, settings)
-    _write_report(settings, "gold", result)
-    return result
+    result = run_gold(spark, settings, start_date, end_date)
+    ensure_broker(settings)
+    ensure_topics(settings)
+    result["alerts_published"] = publish_alerts(spark, settings)
+    return _timed_report(settings, "gold", started, {**result, "records": result["user_days"],
+                                                     "unit": "user-days rebuilt"})
 
 
 def insights_step(settings: Settings) -> dict:
     from .insights import run_insights
     from .spark import get_spark
 
-    return run_insights(get_spark(settings), settings)
+    started = time.monotonic()
+    result = run_insights(get_spark(settings), settings)
+    _timed_report(settings, "insights", started, {"records": len(result["charts"]), "unit": "charts",
+                                                  "report": result["report"]})
+    return result
 
 
-def _write_report(settings: Settings, step: str, payload) -> None:
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    (settings.reports_dir / f"{step}.json").write_text(json.dumps(payload, indent=2, default=str))
+def warm_up() -> None:
+    """Start the Spark session ahead of the first step that needs it (errors show up there instead)."""
+    from .spark import get_spark
+
+    try:
+        get_spark(load_settings())
+    except Exception:   # noqa: BLE001 - the step that needs Spark reports the problem
+        pass
+
+
+def table_rows(path: Path) -> int | None:
+    """Rows of a local Delta table from its log's file statistics (no Spark needed)."""
+    try:
+        from deltalake import DeltaTable
+
+        import pyarrow as pa
+
+        actions = pa.table(DeltaTable(str(path)).get_add_actions(flatten=True))
+        return int(pa.compute.sum(actions["num_records"]).as_py() or 0)
+    except Exception:   # a table that is not there (yet) or not local: no figure
+        return None
 
 
 def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir: Path | None = None) -> None:
-    """`make run`: the five notebooks headless, in order, with a broker for the run."""
-    from .kafka_broker import BrokerError, ensure_broker, stop_local_broker
+    """`make run`: the five notebooks headless, in order, in one kernel, with a broker for the run."""
+    import nbformat
+    from jupyter_client.manager import start_new_kernel
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    from .catalogue import scan_sources
+    from .kafka_broker import ensure_broker, stop_local_broker
 
     notebooks_dir = notebooks_dir or settings.project_root / "notebooks"
     out_dir = out_dir or notebooks_dir / "_executed"
     out_dir.mkdir(parents=True, exist_ok=True)
+    run_started = time.monotonic()
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    kernel_log = open(settings.reports_dir / "kernel.log", "w")   # the JVM's own output, if any
+    kernel, client = start_new_kernel(kernel_name="python3", cwd=str(notebooks_dir), stdout=kernel_log,
+                                      stderr=kernel_log)
+    # Spark starts in the kernel while the broker starts and 01_produce runs (it needs no Spark)
+    client.execute("import threading\nfrom fitbit_lakehouse import pipeline as _pipeline\n"
+                   "threading.Thread(target=_pipeline.warm_up, daemon=True).start()", silent=True)
+    handle = None
     try:
         handle = ensure_broker(settings)
-    except BrokerError as exc:
-        raise SystemExit(str(exc)) from None
-    from .catalogue import scan_sources
-
-    scan = scan_sources(settings.raw_dir)
-    if scan.files:
-        print(f"Input: {len(scan.files)} Fitbit CSV files in {settings.raw_dir}", flush=True)
-    else:
-        print(f"No Fitbit CSV in {settings.raw_dir}: this run uses a synthetic data set in the Kaggle "
-              f"schema (set FITBIT_RAW_DIR to use real data)", flush=True)
-    timings = {}
-    try:
+        scan = scan_sources(settings.raw_dir)
+        if scan.files:
+            print(f"Input: {len(scan.files)} Fitbit CSV files in {settings.raw_dir}", flush=True)
+        else:
+            print(f"No Fitbit CSV in {settings.raw_dir}: this run uses a synthetic data set in the Kaggle "
+                  f"schema (set FITBIT_RAW_DIR to use real data)", flush=True)
         for name in NOTEBOOKS:
             started = time.monotonic()
-            print(f"==> {name}", flush=True)
-            cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                   "--ExecutePreprocessor.timeout=-1", "--output-dir", str(out_dir),
-                   str(notebooks_dir / f"{name}.ipynb")]
-            result = subprocess.run(cmd, cwd=notebooks_dir)
-            if result.returncode != 0:
-                raise SystemExit(f"{name} failed: see the executed notebook in {out_dir}/{name}.ipynb")
-            timings[name] = round(time.monotonic() - started, 1)
+            notebook = nbformat.read(notebooks_dir / f"{name}.ipynb", as_version=4)
+            runner = NotebookClient(notebook, km=kernel, timeout=None,
+                                    resources={"metadata": {"path": str(notebooks_dir)}})
+            runner.kc = client
+            try:
+                runner.execute()
+            except CellExecutionError as exc:
+                error = str(exc).strip().splitlines()
+                raise StepFailed(f"{name} failed ({error[-1] if error else 'see the notebook'}): see the "
+                                 f"executed notebook {out_dir / f'{name}.ipynb'}") from None
+            finally:
+                nbformat.write(notebook, out_dir / f"{name}.ipynb")
+            step = name.split("_", 1)[1]
+            report = settings.reports_dir / f"{step}.json"
+            summary = json.loads(report.read_text()) if report.exists() else {}
+            records = f"{summary['records']:>12,} {summary.get('unit', '')}" if "records" in summary else ""
+            print(f"{name:<12} {records:<36} {time.monotonic() - started:7.1f} s", flush=True)
     finally:
-        if handle.started_here:
+        client.stop_channels()
+        kernel.shutdown_kernel(now=True)
+        kernel_log.close()
+        if handle is not None and handle.started_here:
             stop_local_broker(settings)
-    print("\nDone. " + ", ".join(f"{k} {v}s" for k, v in timings.items()))
-    gold = settings.reports_dir / "gold.json"
-    if gold.exists():
-        print("  Gold rows: " + ", ".join(f"{k} {v}" for k, v in json.loads(gold.read_text()).items()))
+    print(f"\nDone in {time.monotonic() - run_started:.1f} s.")
+    from .gold import GOLD_KEYS
+
+    counts = {name: table_rows(settings.lake_dir / "gold" / name) for name in GOLD_KEYS}
+    print("  Gold rows: " + ", ".join(f"{k} {v:,}" for k, v in counts.items() if v is not None))
     print(f"  Delta tables:       {settings.lake_dir}/bronze, silver, gold")
     print(f"  Reports and charts: {settings.reports_dir}")
     print(f"  Executed notebooks: {out_dir}")
@@ -132,18 +197,33 @@ def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir
 
 
 def stream(settings: Settings) -> None:
-    """`make stream`: bronze, silver and alerts as continuous queries (processingTime) until Ctrl-C."""
-    from .alerts import start_alerts
+    """`make stream`: bronze, silver and gold (with alerts) as continuous queries until Ctrl-C.
+    Gold follows silver: each silver micro-batch (a row in silver's ingest log) triggers an
+    incremental gold update of the user-days it changed, then publishes new alerts."""
+    from .alerts import publish_alerts
     from .bronze import start_bronze
-    from .kafka_broker import ensure_broker
-    from .silver import start_silver
-    from .spark import get_spark
+    from .gold import run_gold
+    from .kafka_broker import ensure_broker, ensure_topics
+    from .silver import INGEST_LOG, INGEST_LOG_SCHEMA, start_silver
+    from .spark import get_spark, trigger_of
+    from .tables import Lake
 
     ensure_broker(settings)
+    ensure_topics(settings)
     spark = get_spark(settings)
-    queries = [start_bronze(spark, settings, "processingTime"), start_silver(spark, settings, "processingTime"),
-               start_alerts(spark, settings, "processingTime")]
-    print("Streaming bronze, silver and goal alerts; Ctrl-C stops.", flush=True)
+    lake = Lake(spark, settings)
+    lake.create("silver", INGEST_LOG, spark.createDataFrame([], INGEST_LOG_SCHEMA).schema)
+
+    def update_gold(batch, batch_id):
+        run_gold(batch.sparkSession, settings)
+        publish_alerts(batch.sparkSession, settings)
+
+    gold = (lake.read_stream("silver", INGEST_LOG).writeStream.queryName(settings.get("gold.query_name"))
+            .foreachBatch(update_gold)
+            .option("checkpointLocation", lake.checkpoint("gold", settings.get("gold.query_name")))
+            .trigger(**trigger_of(settings, "gold", "processingTime")).start())
+    queries = [start_bronze(spark, settings, "processingTime"), start_silver(spark, settings, "processingTime"), gold]
+    print("Streaming bronze, silver and gold (with goal alerts); Ctrl-C stops.", flush=True)
     try:
         spark.streams.awaitAnyTermination()
     except KeyboardInterrupt:

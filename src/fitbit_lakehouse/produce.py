@@ -1,102 +1,178 @@
-"""CSV rows -> JSON events -> the Kafka topic.
+"""CSV files -> the events topic: runs of raw lines per Kafka message, each row sent once.
 
-Every data row becomes one event: {event_id, event_type, source_file, row_number, event_time,
-payload{header: value}}. A line that does not split into the header's fields is still sent, with
-`raw_line` instead of a payload, so that silver quarantines it: nothing is dropped at the source.
-Consecutive rows of one file and one user are batched into one Kafka message (JSON lines), keyed
-by the user Id; bronze splits them back into records.
+A message carries consecutive data lines of one file and one user, byte for byte as in the file.
+Kafka headers say what they are: `kind`, `source_file`, `first_row` (the 1-based data row of the
+first line; the header is row 0) and `header` (the file's header line). Bronze splits a message back
+into one record per line. The producer never parses a row: a file is cut into messages on its bytes
+with numpy, so the cost is reading the file plus Kafka's client.
+
+A ledger under the lake records per topic and file how many bytes were sent and acknowledged. A
+re-run sends only the lines appended since (`replay=True` sends everything again); a file that changed
+other than by appending is sent whole, and silver drops what it already holds. The message key is the
+pseudonymous user key, so one user's records share a partition and keep their order.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
+import hmac
 import json
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
 
-from .catalogue import (PY_DATE_FORMAT, PY_TIMESTAMP_FORMAT, FileKind, SourceScan, scan_sources)
+import numpy as np
+
+from .catalogue import (HEADER_COLUMNS, HEADER_FILE, HEADER_KIND, HEADER_ROW, PY_DATE_FORMAT, PY_TIMESTAMP_FORMAT,
+                        FileKind, SourceScan, scan_sources)
 from .config import Settings
-from .kafka_broker import BrokerError
+from .kafka_broker import BrokerError, make_producer
+from .privacy import user_key, user_key_secret
 
 log = logging.getLogger(__name__)
 
+BOM = b"\xef\xbb\xbf"
+_ID_BYTES_COMPARED = 24   # an Id run is found by comparing the first bytes of the first field
+
+
+# --- a file as lines, without parsing a row -----------------------------------------------
 
 @dataclass(frozen=True)
-class SourceRecord:
-    kind: FileKind
-    source_file: str
-    row_number: int        # 1-based data row (the header is row 0)
-    line: str
-    fields: list[str] | None   # None when the line does not split into the header's fields
-    header: tuple[str, ...]
+class FileLines:
+    """The data lines of one CSV as byte ranges of `data` (the header line excluded)."""
+    data: bytes
+    header: str
+    starts: np.ndarray      # offset of each line
+    ends: np.ndarray        # offset where its content ends (before CR LF)
+    id_ends: np.ndarray     # offset where its first field (the Id) ends
+    separators: np.ndarray  # commas in the line
+
+    def __len__(self) -> int:
+        return len(self.starts)
 
     @property
-    def user_key(self) -> str:
-        first = (self.fields[0] if self.fields else self.line.split(",", 1)[0]).strip()
-        return first or "unknown"
+    def rows(self) -> np.ndarray:
+        """1-based data row of each line, as a spreadsheet would number it below the header."""
+        return np.arange(1, len(self.starts) + 1)
 
-    @property
-    def event_time(self) -> str | None:
-        if self.fields is None:
-            return None
-        time_source = self.kind.time.source
-        return self.fields[self.header.index(time_source)] if time_source in self.header else None
+    def line(self, i: int) -> bytes:
+        return self.data[self.starts[i]:self.ends[i]]
 
-    def event(self) -> dict:
-        """The JSON event of this row; its id depends only on the kind and the row's content."""
-        event = {
-            "event_id": event_id(self.kind.kind, self.line),
-            "event_type": self.kind.kind,
-            "source_file": self.source_file,
-            "row_number": self.row_number,
-            "event_time": self.event_time,
-        }
-        if self.fields is None:
-            event["raw_line"] = self.line
-        else:
-            event["payload"] = dict(zip(self.header, self.fields))
-        return event
+
+def split_lines(data: bytes) -> FileLines | None:
+    """Lines of a CSV file (LF or CRLF; a UTF-8 BOM is dropped); None for an empty file."""
+    first = len(BOM) if data.startswith(BOM) else 0
+    if len(data) <= first:
+        return None
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == ord("\n"))
+    starts = np.concatenate(([first], newlines + 1)).astype(np.int64)
+    ends = np.concatenate((newlines, [len(buf)])).astype(np.int64)
+    if starts[-1] >= len(buf):          # the empty "line" after a final newline
+        starts, ends = starts[:-1], ends[:-1]
+    carriage = (ends > starts) & (buf[np.maximum(ends - 1, 0)] == ord("\r"))
+    ends = ends - carriage
+    header = data[starts[0]:ends[0]].decode("utf-8", errors="replace")
+    starts, ends = starts[1:], ends[1:]
+    commas = np.append(np.flatnonzero(buf == ord(",")), len(buf)).astype(np.int64)
+    first_comma = commas[np.searchsorted(commas, starts)]
+    separators = np.searchsorted(commas, ends) - np.searchsorted(commas, starts)
+    return FileLines(data, header, starts, ends, np.minimum(first_comma, ends), separators)
+
+
+def _id_fingerprints(lines: FileLines) -> np.ndarray:
+    """A number per line that differs between lines whose first fields differ (in their first bytes)."""
+    buf = np.frombuffer(lines.data, dtype=np.uint8)
+    last = len(buf) - 1
+    fingerprint = (lines.id_ends - lines.starts).astype(np.uint64)
+    for k in range(_ID_BYTES_COMPARED):
+        position = lines.starts + k
+        byte = np.where(position < lines.id_ends, buf[np.minimum(position, last)], 0).astype(np.uint64)
+        fingerprint = fingerprint * np.uint64(257) + byte
+    return fingerprint
+
+
+def plan_messages(lines: FileLines, selected: np.ndarray, per_message: int, max_bytes: int) -> list[tuple[int, int]]:
+    """[first, last] line indexes of each message: consecutive selected, non-blank lines of one user,
+    at most per_message lines and (unless one line alone is larger) max_bytes of payload."""
+    keep = selected & (lines.ends > lines.starts)
+    index = np.flatnonzero(keep)
+    if not len(index):
+        return []
+    fingerprint = _id_fingerprints(lines)[index]
+    new_run = np.ones(len(index), dtype=bool)
+    new_run[1:] = (np.diff(index) != 1) | (fingerprint[1:] != fingerprint[:-1])
+    run_start = np.flatnonzero(new_run)
+    position = np.arange(len(index)) - run_start[np.cumsum(new_run) - 1]
+    breaks = np.flatnonzero(new_run | (position % per_message == 0))
+    bounds = np.append(breaks, len(index))
+    messages = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        first, last = int(index[a]), int(index[b - 1])
+        if lines.ends[last] - lines.starts[first] <= max_bytes or first == last:
+            messages.append((first, last))
+            continue
+        start = first   # rare: long lines; cut by size
+        for i in range(first + 1, last + 1):
+            if lines.ends[i] - lines.starts[start] > max_bytes:
+                messages.append((start, i - 1))
+                start = i
+        messages.append((start, last))
+    return messages
+
+
+def message_key(id_field: bytes, secret: str) -> bytes:
+    """The pseudonymous user key of the message's user (never the raw Fitbit Id)."""
+    text = id_field.decode("utf-8", errors="replace").strip()
+    if text.isdigit():
+        return user_key(text, secret).encode()
+    return hmac.new(secret.encode(), id_field, hashlib.sha256).hexdigest()[:32].encode()
 
 
 def event_id(kind: str, line: str) -> str:
-    """Deterministic: the same source row (e.g. replayed, or in two overlapping months) gets one id."""
+    """Deterministic id of a source row (silver computes the same): the same row, replayed or in two
+    overlapping months, gets one id."""
     return hashlib.sha256(f"{kind}\x1f{line}".encode()).hexdigest()[:32]
 
 
-def read_records(path: Path, kind: FileKind, source_name: str | None = None) -> Iterator[SourceRecord]:
-    """Rows of one CSV; a header-only or empty file yields nothing."""
-    source_name = source_name or path.name
-    with open(path, "r", encoding="utf-8", errors="replace", newline="") as handle:
-        header_line = handle.readline().rstrip("\r\n")
-        if not header_line:
-            return
-        header = tuple(h.strip() for h in next(csv.reader([header_line])))
-        if list(header) != kind.header:
-            log.warning("%s: header differs from the catalogue's %s file; rows are sent as read",
-                        source_name, kind.kind)
-        for row_number, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = next(csv.reader([line]), [])
-            yield SourceRecord(kind, source_name, row_number, line,
-                               fields if len(fields) == len(header) else None, header)
+# --- what was sent -----------------------------------------------------------------------
+
+class SendLedger:
+    """Per topic (by its Kafka topic id, so a recreated topic starts over) and source file: the bytes
+    sent and acknowledged, the file's size and mtime, and a hash of the sent prefix."""
+
+    def __init__(self, path: Path, stream: str):
+        self.path, self.stream = path, stream
+        self._all = json.loads(path.read_text()) if path.is_file() else {}
+
+    def entry(self, name: str) -> dict | None:
+        return self._all.get(self.stream, {}).get(name)
+
+    def record(self, name: str, stat: os.stat_result, sent_bytes: int, head_sha256: str) -> None:
+        self._all.setdefault(self.stream, {})[name] = {
+            "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sent_bytes": sent_bytes,
+            "head_sha256": head_sha256}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(self._all, indent=1))
+        partial.replace(self.path)   # atomic: a crash leaves the old ledger or the new one
 
 
-def _parse_event_time(record: SourceRecord) -> datetime:
-    value = record.event_time
-    for fmt in (PY_TIMESTAMP_FORMAT, PY_DATE_FORMAT):
-        try:
-            return datetime.strptime(value or "", fmt)
-        except ValueError:
-            continue
-    return datetime.min  # unparseable rows go first; silver quarantines them
+def unsent_from(entry: dict | None, data: bytes, stat: os.stat_result) -> int:
+    """Byte offset from which the file still has to be sent (0 = all of it)."""
+    if entry is None:
+        return 0
+    sent = entry["sent_bytes"]
+    if len(data) >= sent and hashlib.sha256(data[:sent]).hexdigest() == entry["head_sha256"]:
+        return sent
+    log.warning("A file changed since it was sent (not only appended to): sending it whole again")
+    return 0
 
+
+# --- sending -----------------------------------------------------------------------------
 
 @dataclass
 class ProduceSummary:
@@ -104,6 +180,7 @@ class ProduceSummary:
     messages: int = 0
     rows: int = 0
     malformed_rows: int = 0
+    skipped_files: int = 0      # unchanged since the last run: nothing to send
     seconds: float = 0.0
     unknown_files: list[str] = field(default_factory=list)
     synthetic: bool = False
@@ -114,67 +191,17 @@ class ProduceSummary:
 
     def as_dict(self) -> dict:
         return {"rows": self.rows, "messages": self.messages, "malformed_rows": self.malformed_rows,
-                "seconds": round(self.seconds, 2), "rows_per_second": round(self.rows_per_second),
-                "files": self.files, "unknown_files": self.unknown_files, "synthetic": self.synthetic}
+                "skipped_files": self.skipped_files, "seconds": round(self.seconds, 2),
+                "rows_per_second": round(self.rows_per_second), "files": self.files,
+                "unknown_files": self.unknown_files, "synthetic": self.synthetic}
 
     def __str__(self) -> str:
         lines = [f"  {name:<45} {count:>10,} rows" for name, count in self.files.items()]
+        skipped = f"; {self.skipped_files} files unchanged since the last run" if self.skipped_files else ""
         return "\n".join([f"Produced {self.rows:,} rows in {self.messages:,} messages in "
-                          f"{self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s); "
-                          f"{self.malformed_rows} malformed rows sent raw for quarantine", *lines])
-
-
-def make_producer(settings: Settings):
-    """An idempotent kafka-python producer (acks=all); an unreachable broker fails fast and clearly."""
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
-
-    timeout_ms = int(settings.get("producer.connect_timeout_s") * 1000)
-    try:
-        return KafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id="fitbit-producer",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=settings.get("producer.linger_ms"),
-            batch_size=settings.get("producer.batch_size_bytes"),
-            max_request_size=settings.get("producer.max_request_size"),
-            compression_type=settings.get("producer.compression"),
-            bootstrap_timeout_ms=timeout_ms,
-            max_block_ms=timeout_ms,
-            request_timeout_ms=timeout_ms,
-        )
-    except KafkaError as exc:
-        raise BrokerError(f"No Kafka broker answers at {settings.bootstrap_servers} ({type(exc).__name__}): "
-                          f"start one (`make kafka-up`) or set KAFKA_BOOTSTRAP_SERVERS.") from exc
-
-
-def _messages(records: Iterable[SourceRecord], per_message: int) -> Iterator[tuple[str, list[SourceRecord]]]:
-    """Consecutive records of one file and one user, up to per_message at a time."""
-    batch: list[SourceRecord] = []
-    for record in records:
-        if batch and (len(batch) >= per_message or record.user_key != batch[0].user_key
-                      or record.source_file != batch[0].source_file):
-            yield batch[0].user_key, batch
-            batch = []
-        batch.append(record)
-    if batch:
-        yield batch[0].user_key, batch
-
-
-def _paced(records: Iterable[SourceRecord], speed: float) -> Iterator[SourceRecord]:
-    """Records in event-time order, released at `speed` seconds of event time per wall second."""
-    ordered = sorted(records, key=_parse_event_time)
-    start_wall, start_event = time.monotonic(), None
-    for record in ordered:
-        moment = _parse_event_time(record)
-        if moment != datetime.min:
-            start_event = start_event or moment
-            due = (moment - start_event).total_seconds() / speed
-            delay = due - (time.monotonic() - start_wall)
-            if delay > 0:
-                time.sleep(delay)
-        yield record
+                          f"{self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s); {self.malformed_rows} "
+                          f"rows whose field count differs from the header (silver quarantines them){skipped}",
+                          *lines])
 
 
 def select_sources(scan: SourceScan, file_filter: str | None) -> list[tuple[Path, FileKind]]:
@@ -193,58 +220,133 @@ def source_name(path: Path, raw_dir: Path) -> str:
         return path.name
 
 
-def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: Path,
-            limit: int | None = None, speed: float | None = None, progress: bool = True,
-            producer=None) -> ProduceSummary:
-    """Send the rows of `sources` to the events topic; returns what was sent."""
-    from tqdm.auto import tqdm
+class _Sender:
+    """Sends messages and remembers the first failure of any send."""
 
+    def __init__(self, settings: Settings, producer):
+        self.settings, self.producer = settings, producer
+        self.secret = user_key_secret(settings)
+        self.errors: list[Exception] = []
+
+    def send(self, kind: FileKind, name: str, lines: FileLines, first: int, last: int) -> None:
+        value = lines.data[lines.starts[first]:lines.ends[last]]
+        key = message_key(lines.data[lines.starts[first]:lines.id_ends[first]], self.secret)
+        headers = [(HEADER_KIND, kind.kind.encode()), (HEADER_FILE, name.encode()),
+                   (HEADER_ROW, str(first + 1).encode()), (HEADER_COLUMNS, lines.header.encode())]
+        future = self.producer.send(self.settings.events_topic, key=key, value=value, headers=headers)
+        future.add_errback(self.errors.append)
+
+    def flush(self) -> None:
+        self.producer.flush()
+        if self.errors:
+            raise BrokerError(f"{len(self.errors)} Kafka sends failed, first: {self.errors[0]}")
+
+
+def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: Path,
+            limit: int | None = None, speed: float | None = None, replay: bool = False,
+            ledger: SendLedger | None = None, producer=None) -> ProduceSummary:
+    """Send the rows of `sources` not sent before (all of them with replay) to the events topic."""
     speed = settings.get("producer.speed") if speed is None else speed
     per_message = int(settings.get("producer.records_per_message"))
+    max_bytes = int(settings.get("producer.max_request_size")) // 2   # room for headers and batching
     own_producer = producer is None
-    producer = producer or make_producer(settings)
-    summary = ProduceSummary()
-    counts: Counter = Counter()
-    errors: list[Exception] = []
-
-    def records() -> Iterator[SourceRecord]:
-        sent = 0
-        for path, kind in sources:
-            for record in read_records(path, kind, source_name(path, raw_dir)):
-                if limit is not None and sent >= limit:
-                    return
-                sent += 1
-                yield record
-
-    stream: Iterable[SourceRecord] = records()
-    if speed and speed > 0:
-        stream = _paced(stream, speed)
-        per_message = 1   # paced replay behaves like a live feed: one event per message
-    total_bytes = sum(p.stat().st_size for p, _ in sources)
-    bar = tqdm(total=total_bytes if limit is None else limit, unit="B" if limit is None else "rows",
-               unit_scale=True, desc="produce", disable=not progress, mininterval=1.0)
+    sender = _Sender(settings, producer or make_producer(settings))
+    summary, counts = ProduceSummary(), Counter()
+    budget = limit if limit is not None else None
     started = time.monotonic()
+    pacing = bool(speed and speed > 0)
+    paced, acknowledged = [], []   # paced rows, and their files for the ledger once sent
     try:
-        for key, batch in _messages(stream, per_message):
-            value = "\n".join(json.dumps(r.event(), separators=(",", ":")) for r in batch)
-            future = producer.send(settings.events_topic, key=key.encode(), value=value.encode())
-            future.add_errback(errors.append)
-            summary.messages += 1
-            for record in batch:
-                counts[record.source_file] += 1
-                summary.malformed_rows += record.fields is None
-            summary.rows += len(batch)
-            bar.update(len(batch) if limit is not None else sum(len(r.line) + 2 for r in batch))
-        producer.flush()
+        for path, kind in sources:
+            name = source_name(path, raw_dir)
+            stat = path.stat()
+            entry = None if (replay or ledger is None) else ledger.entry(name)
+            if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
+                summary.skipped_files += 1   # unchanged since it was sent: not even read
+                continue
+            data = path.read_bytes()
+            lines = split_lines(data)
+            if lines is None or not len(lines):
+                continue
+            selected = lines.starts >= unsent_from(entry, data, stat)
+            if budget is not None:
+                selected &= np.cumsum(selected) <= budget
+                budget -= int(selected.sum())
+            expected_fields = lines.header.count(",")
+            summary.malformed_rows += int((selected & (lines.separators != expected_fields)
+                                           & (lines.ends > lines.starts)).sum())
+            rows = np.flatnonzero(selected & (lines.ends > lines.starts))
+            counts[name] += len(rows)
+            if not len(rows):
+                continue
+            sent_to = _line_end(data, int(lines.ends[rows[-1]]))
+            done = (name, stat, sent_to, hashlib.sha256(data[:sent_to]).hexdigest())
+            if pacing:   # released later, in event-time order across files, one row per message
+                paced += [(kind, name, lines, int(i)) for i in rows]
+                acknowledged.append(done)
+            else:
+                messages = plan_messages(lines, selected, per_message, max_bytes)
+                for first, last in messages:
+                    sender.send(kind, name, lines, first, last)
+                sender.flush()   # acknowledged (acks=all): only now is the file recorded as sent
+                summary.messages += len(messages)
+                if ledger is not None:
+                    ledger.record(*done)
+            if budget is not None and budget <= 0:
+                break
+        if pacing:
+            summary.messages += _send_paced(sender, paced, speed)
+            for done in acknowledged if ledger is not None else ():
+                ledger.record(*done)
     finally:
-        bar.close()
         if own_producer:
-            producer.close()
-    if errors:
-        raise BrokerError(f"{len(errors)} Kafka sends failed, first: {errors[0]}")
+            sender.producer.close()
     summary.seconds = time.monotonic() - started
     summary.files = dict(counts)
+    summary.rows = sum(counts.values())
     return summary
+
+
+def _line_end(data: bytes, content_end: int) -> int:
+    """The offset just past the line ending (CR LF or LF) after content_end."""
+    end = content_end
+    if data[end:end + 1] == b"\r":
+        end += 1
+    if data[end:end + 1] == b"\n":
+        end += 1
+    return end
+
+
+def event_time_of(line: bytes, header: str, kind: FileKind) -> datetime:
+    """The row's event time (datetime.min when it does not parse: such rows go first)."""
+    names = [h.strip() for h in header.split(",")]
+    fields = line.decode("utf-8", errors="replace").split(",")
+    if kind.time.source in names and len(fields) == len(names):
+        value = fields[names.index(kind.time.source)].strip()
+        for fmt in (PY_TIMESTAMP_FORMAT, PY_DATE_FORMAT):
+            try:
+                return datetime.strptime(value, fmt)
+            except ValueError:
+                continue
+    return datetime.min
+
+
+def _send_paced(sender: _Sender, rows: list, speed: float) -> int:
+    """One row per message, in event-time order, at `speed` seconds of event time per wall second:
+    a replay that behaves like a live feed (per-row work is fine at this pace)."""
+    timed = sorted(((event_time_of(lines.line(i), lines.header, kind), kind, name, lines, i)
+                    for kind, name, lines, i in rows), key=lambda r: r[0])
+    start_wall, start_event = time.monotonic(), None
+    for moment, kind, name, lines, i in timed:
+        if moment != datetime.min:
+            start_event = start_event or moment
+            delay = (moment - start_event).total_seconds() / speed - (time.monotonic() - start_wall)
+            if delay > 0:
+                sender.producer.flush()
+                time.sleep(delay)
+        sender.send(kind, name, lines, i, i)
+    sender.flush()
+    return len(timed)
 
 
 def resolve_raw_dir(settings: Settings) -> tuple[Path, bool]:
@@ -265,14 +367,17 @@ def resolve_raw_dir(settings: Settings) -> tuple[Path, bool]:
 
 
 def produce_from_settings(settings: Settings, file_filter: str | None = None, limit: int | None = None,
-                          speed: float | None = None, progress: bool = True) -> ProduceSummary:
-    """The 01_produce step: resolve the raw files (or synthetic ones) and send them."""
+                          speed: float | None = None, replay: bool = False,
+                          topic_id: str | None = None) -> ProduceSummary:
+    """The 01_produce step: resolve the raw files (or synthetic ones) and send what is new."""
     raw_dir, synthetic = resolve_raw_dir(settings)
     scan = scan_sources(raw_dir)
     for unknown in scan.unknown:
         log.warning("Skipping %s: not a known Fitbit file", unknown)
     sources = select_sources(scan, file_filter)
-    summary = produce(settings, sources, raw_dir, limit=limit, speed=speed, progress=progress)
+    ledger = SendLedger(settings.lake_dir / "_producer" / "ledger.json",
+                        f"{settings.events_topic}/{topic_id or 'unknown-topic-id'}")
+    summary = produce(settings, sources, raw_dir, limit=limit, speed=speed, replay=replay, ledger=ledger)
     summary.unknown_files = [str(p) for p in scan.unknown]
     summary.synthetic = synthetic
     return summary

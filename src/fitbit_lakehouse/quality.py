@@ -14,7 +14,8 @@ from pyspark.sql import functions as F
 from .catalogue import DATE_FORMAT, TIMESTAMP_FORMAT, Column, FileKind
 from .config import Settings
 
-STRUCTURAL_RULES = ("unparseable_event", "unknown_event_type", "field_count", "id_not_positive_integer", "timestamp_unparseable")
+STRUCTURAL_RULES = ("unparseable_event", "unknown_event_type", "field_count", "missing_column",
+                    "id_not_positive_integer", "timestamp_unparseable")
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,8 @@ def row_reasons(kind: FileKind, typed: dict[str, SparkColumn], rules: Rules) -> 
     reasons: list[SparkColumn | None] = []
     for check in kind.row_checks:
         if check == "daily_minutes_sum_above_max" and rules.on(check):
-            total = sum(F.coalesce(typed[c], F.lit(0)) for c in
+            # as doubles: a sum of hostile 64-bit values must not overflow (an error under ANSI mode)
+            total = sum(F.coalesce(typed[c].cast("double"), F.lit(0.0)) for c in
                         ("very_active_minutes", "fairly_active_minutes", "lightly_active_minutes",
                          "sedentary_minutes"))
             reasons.append(_reason(rules, check, total > F.lit(rules.param(check, "max"))))

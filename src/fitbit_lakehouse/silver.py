@@ -1,55 +1,69 @@
 """bronze/events -> typed silver tables + silver/quarantine, exactly once.
 
-Pure functions (parse_events, typed_records, split_valid, resolve_keys) turn a bronze batch into
-typed rows with their failed rules; the writer (process_batch) merges them per table by natural key.
+Pure functions turn a bronze batch into typed rows with their failed rules (parse_events,
+typed_records) and pick one row per natural key (resolve_keys). The writer (SilverWriter) merges
+each table by its key in one Delta MERGE, pruned to the files that can hold the batch's keys, and
+takes the counts for the reconciliation from the MERGE's own commit metrics: no table is scanned to
+count, so the cost of a batch follows the batch, not the size of the lake.
 
-Exactly-once: every write of micro-batch N is a Delta transaction tagged (app id, N); a batch
-replayed after a crash skips the writes that already committed. Counts for the reconciliation
-are written first, from the state before any merge of the batch, so a replay cannot skew them.
+Exactly-once: every write of micro-batch N is a Delta idempotent write tagged (app id, N), the app id
+naming the query's checkpoint (a new checkpoint is a new app, so its batch ids restart safely). A
+batch replayed after a crash skips the writes that already committed and finds their counts again in
+their commits. Quarantine is keyed by the source record, so a replayed bad record is not stored twice.
 """
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 
-from pyspark.sql import DataFrame, Window
+from pyspark import inheritable_thread_target
+
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from .catalogue import BY_KIND, KINDS, SILVER_TABLES, UNKNOWN_KIND, FileKind, kinds_for_table
 from .config import Settings
+from .privacy import user_key_column, user_key_secret
 from .quality import Reconciliation, Rules, collect_reasons, column_reasons, row_reasons, typed_value
-from .tables import Lake
+from .spark import trigger_of
+from .tables import BRONZE_EVENTS, Lake, Txn, WriteMetrics, sql_literal, union_all
 
 log = logging.getLogger(__name__)
 
-EVENT_SCHEMA = ("event_id string, event_type string, source_file string, row_number bigint, "
-                "event_time string, payload map<string,string>, raw_line string")
 QUARANTINE = "quarantine"
+IDENTITY = "user_identity"
 INGEST_LOG = "_ingest_log"
+QUARANTINE_KEY = ("source_file", "row_number", "record_part", "event_id")
 LINEAGE = ["_event_id", "_source_kind", "_source_file", "_row_number", "_kafka_partition",
            "_kafka_offset", "_record_index", "_kafka_timestamp"]
+# silver tables feed gold incrementally through their change data feed; file statistics are kept for
+# the leading columns (the natural key, what a MERGE prunes on), not for every column
+SILVER_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.dataSkippingNumIndexedCols": "3"}
 
 
 # --- pure transformations ----------------------------------------------------------------
 
 def parse_events(bronze: DataFrame) -> DataFrame:
-    """Bronze rows with their JSON event unpacked; `kind` is unknown for a poison record."""
-    event = F.from_json(F.col("value"), EVENT_SCHEMA)
-    known = F.col("_event.event_type").isin([k.kind for k in KINDS])
-    return (bronze.withColumn("_event", event)
-            .select(
-                F.when(known, F.col("_event.event_type")).otherwise(F.lit(UNKNOWN_KIND)).alias("kind"),
-                F.when(F.col("_event.event_type").isNull(), F.lit("unparseable_event"))
-                 .when(~known, F.lit("unknown_event_type")).alias("_event_reason"),
-                F.col("_event.event_id").alias("event_id"),
-                F.col("_event.source_file").alias("source_file"),
-                F.col("_event.row_number").alias("row_number"),
-                F.col("_event.payload").alias("payload"),
-                F.col("_event.raw_line").alias("raw_line"),
-                "topic", "partition", "offset", "record_index", "kafka_timestamp",
-                F.col("value").alias("_raw_value")))
+    """Bronze rows with their kind (`unknown` for a poison record), the line split into fields, the
+    file's header split into names, and the record's deterministic event id."""
+    known = F.col("event_type").isin([k.kind for k in KINDS])
+    kind = F.when(known, F.col("event_type")).otherwise(F.lit(UNKNOWN_KIND))
+    line = F.coalesce(F.col("value"), F.lit(""))
+    return bronze.select(
+        kind.alias("kind"),
+        F.when(F.col("event_type").isNull(), F.lit("unparseable_event"))
+         .when(~known, F.lit("unknown_event_type")).alias("_event_reason"),
+        F.substring(F.sha2(F.concat(kind, F.lit("\x1f"), line), 256), 1, 32).alias("event_id"),
+        "source_file", "row_number",
+        F.split(line, ",").alias("_fields"),
+        "source_header",
+        "topic", "partition", "offset", "record_index", "kafka_timestamp",
+        F.col("value").alias("_raw_value"))
 
 
 def _lineage(event_id=None) -> list:
@@ -69,34 +83,66 @@ _RAW = ["topic", "partition", "offset", "record_index", "kafka_timestamp", "_raw
         "source_file", "row_number", "kind"]
 
 
+def with_positions(events: DataFrame, kind: FileKind) -> DataFrame:
+    """Adds `_pos`: the position in the line of each column of the kind's header. Literal when the
+    file's header is the catalogue's (the usual case); else looked up by name in the file's header
+    (reordered or extra columns), -1 for a column the file lacks. Computed once per row, so that
+    the many column expressions stay small."""
+    header = F.lit(",".join(kind.header))
+    standard = F.coalesce(F.col("source_header"), header) == header
+    names = F.transform(F.split(F.col("source_header"), ","), lambda n: F.trim(n))
+    by_name = F.transform(F.array(*[F.lit(h) for h in kind.header]), lambda h: F.array_position(names, h) - 1)
+    fixed = F.array(*[F.lit(i) for i in range(len(kind.header))])
+    width = F.when(standard, F.lit(len(kind.header))).otherwise(F.size(names))
+    return events.select("*", F.when(standard, fixed).otherwise(by_name).alias("_pos"), width.alias("_width"))
+
+
+def _field(kind: FileKind, source: str) -> F.Column:
+    """The raw string of a column (null when the line or the file lacks it)."""
+    return F.get(F.col("_fields"), F.get(F.col("_pos"), kind.header.index(source)))
+
+
+def _structural_reasons(kind: FileKind) -> F.Column:
+    """field_count when the line does not split into its header's fields; missing_column:<name> for
+    each column of the kind that the file's header lacks; null when neither."""
+    missing = F.filter(F.arrays_zip(F.array(*[F.lit(h) for h in kind.header]).alias("name"),
+                                    F.col("_pos").alias("pos")), lambda z: z["pos"] < 0)
+    return (F.when(F.size("_fields") != F.col("_width"), F.array(F.lit("field_count")))
+            .when(F.size(missing) > 0, F.transform(missing, lambda z: F.concat(F.lit("missing_column:"), z["name"]))))
+
+
 def typed_records(events: DataFrame, kind: FileKind, rules: Rules) -> DataFrame:
     """Events of one kind -> silver columns + lineage + `reasons` (+ raw columns for quarantine).
 
     Wide kinds are melted: one row per minute; a row whose Id/hour/field count fails stays one row.
     """
-    payload = F.col("payload")
-    field_count_bad = payload.isNull() | (F.size(payload) != len(kind.header))
-    structural = [c for c in kind.columns if kind.melt is None or c.name != kind.melt.value.name]
-    typed = {c.name: typed_value(payload[c.source], c) for c in structural}
-    reasons = [r for c in structural for r in column_reasons(payload[c.source], typed[c.name], c, rules)]
+    events = with_positions(events, kind)
+    structural_bad = _structural_reasons(kind)
+    value_column = kind.melt.value.name if kind.melt else None
+    structural = [c for c in kind.columns if c.name != value_column]
+    typed = {c.name: typed_value(_field(kind, c.source), c) for c in structural}
+    reasons = [r for c in structural for r in column_reasons(_field(kind, c.source), typed[c.name], c, rules)]
     raw_cols = [F.col(c) for c in _RAW]
 
     if kind.melt is None:
         reasons += row_reasons(kind, typed, rules)
-        all_reasons = F.when(field_count_bad, F.array(F.lit("field_count"))).otherwise(collect_reasons(reasons))
+        all_reasons = F.coalesce(structural_bad, collect_reasons(reasons))
         return events.select(*[typed[c.name].alias(c.name) for c in kind.columns], *_lineage(),
                              F.lit(None).cast("int").alias("record_part"),
                              all_reasons.alias("reasons"), *raw_cols)
 
     # Wide: structural checks on the hour row, value checks per melted minute.
     melt, value_col = kind.melt, kind.melt.value
-    row_reasons_ = F.when(field_count_bad, F.array(F.lit("field_count"))).otherwise(collect_reasons(reasons))
-    minutes = F.array(*[payload[f"{melt.prefix}{i:02d}"] for i in range(melt.minutes)])
+    row_reasons_ = F.coalesce(structural_bad, collect_reasons(reasons))
+    first_minute = kind.header.index(f"{melt.prefix}00")
+    minutes = F.transform(F.slice(F.col("_pos"), first_minute + 1, melt.minutes),
+                          lambda position: F.get(F.col("_fields"), position))
     rows = events.select(*[typed[c.name].alias(c.name) for c in structural],
                          row_reasons_.alias("_row_reasons"), minutes.alias("_minutes"), *raw_cols)
+    value_type = "double" if value_col.type == "double" else "bigint"
     bad_rows = rows.where(F.size("_row_reasons") > 0).select(
-        *[F.col(c.name) if c.name != value_col.name else F.lit(None).cast(
-            "double" if value_col.type == "double" else "bigint").alias(c.name) for c in kind.columns],
+        *[F.col(c.name) if c.name != value_col.name else F.lit(None).cast(value_type).alias(c.name)
+          for c in kind.columns],
         *_lineage(), F.lit(None).cast("int").alias("record_part"),
         F.col("_row_reasons").alias("reasons"), *raw_cols)
     exploded = rows.where(F.size("_row_reasons") == 0).select(
@@ -122,7 +168,7 @@ def quarantine_rows(records: DataFrame, table: str | None) -> DataFrame:
 
 
 def unknown_quarantine(events: DataFrame) -> DataFrame:
-    """Poison records (not a JSON event, or an unknown event type)."""
+    """Poison records (not an event of this pipeline, or an unknown event type)."""
     return quarantine_rows(
         events.where(F.col("kind") == UNKNOWN_KIND)
         .withColumn("reasons", F.array("_event_reason"))
@@ -130,174 +176,210 @@ def unknown_quarantine(events: DataFrame) -> DataFrame:
 
 
 def valid_rows(records: DataFrame, kind: FileKind) -> DataFrame:
-    """Valid records as silver rows: data columns, lineage, content hash and merge version."""
+    """Valid records as silver rows: data columns, merge version and lineage."""
     data_cols = [c.name for c in kind.columns]
     prefer = [F.expr(e).cast("double").alias(f"p{i}") for i, e in enumerate(kind.prefer)]
     version = F.struct(*prefer, F.col("_kafka_timestamp").alias("ts"), F.col("_kafka_offset").alias("offset"),
                        F.col("_record_index").alias("index"), F.coalesce("record_part", F.lit(0)).alias("part"))
-    return records.where(F.size("reasons") == 0).select(
-        *data_cols,
-        F.sha2(F.to_json(F.struct(*data_cols)), 256).alias("_record_hash"),
-        version.alias("_version"),
-        *LINEAGE)
+    return records.where(F.size("reasons") == 0).select(*data_cols, version.alias("_version"), *LINEAGE)
 
 
 def resolve_keys(rows: DataFrame, key: tuple[str, ...]) -> DataFrame:
     """One row per natural key: the highest merge version (prefer columns, then newest)."""
-    window = Window.partitionBy(*key).orderBy(F.col("_version").desc(), F.col("_record_hash"))
-    return rows.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")
+    others = [c for c in rows.columns if c not in key]
+    winner = F.max_by(F.struct(*others), F.col("_version"))
+    return rows.groupBy(*key).agg(winner.alias("_w")).select(*key, *[F.col(f"_w.{c}") for c in others])
 
 
-def merge_condition() -> str:
-    """An update wins only when it is a different record with a higher merge version."""
-    return "s._version > t._version AND s._record_hash <> t._record_hash"
+def update_condition(kind: FileKind) -> str:
+    """A stored row is replaced only by a different record with a higher merge version."""
+    same = " AND ".join(f"t.`{c.name}` <=> s.`{c.name}`" for c in kind.columns if c.name not in kind.key)
+    return f"s._version > t._version AND NOT ({same})"
+
+
+def pruning_filter(kind: FileKind, fitbit_ids: list, low, high) -> str:
+    """A predicate over the target that holds for every row the batch can match: Delta reads only
+    the files whose Id and key-range statistics overlap the batch."""
+    second = next(k for k in kind.key if k != "fitbit_id")
+    ids = ", ".join(str(int(i)) for i in sorted(fitbit_ids))
+    return (f"t.fitbit_id IN ({ids}) AND t.`{second}` BETWEEN {sql_literal(low)} AND {sql_literal(high)}")
 
 
 # --- writer ------------------------------------------------------------------------------
-
-class SilverWriter:
-    """foreachBatch target: parse, validate, deduplicate and merge one bronze micro-batch."""
-
-    def __init__(self, spark, settings: Settings, app_prefix: str | None = None):
-        self.spark = spark
-        self.settings = settings
-        self.lake = Lake(spark, settings)
-        self.rules = Rules.from_settings(settings)
-        self.app_prefix = app_prefix or settings.get("silver.query_name")
-
-    def _app(self, name: str) -> str:
-        return f"{self.app_prefix}:{name}"
-
-    def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        started = time.monotonic()
-        events = parse_events(batch).persist()
-        kinds_present = {r["kind"]: r["count"] for r in events.groupBy("kind").count().collect()}
-        bronze_records = sum(kinds_present.values())
-        if not bronze_records:
-            events.unpersist()
-            return
-        per_table: dict[str, DataFrame] = {}
-        quarantine = []
-        for name in kinds_present:
-            if name == UNKNOWN_KIND:
-                quarantine.append(unknown_quarantine(events))
-                continue
-            kind = BY_KIND[name]
-            records = typed_records(events.where(F.col("kind") == name), kind, self.rules)
-            per_table[kind.table] = (per_table[kind.table].unionByName(records)
-                                     if kind.table in per_table else records)
-
-        log_rows, merges = [self._log_row(batch_id, "*", records_in=bronze_records)], []
-        if UNKNOWN_KIND in kinds_present:
-            n = kinds_present[UNKNOWN_KIND]
-            log_rows.append(self._log_row(batch_id, UNKNOWN_KIND, records_in=n, quarantined=n))
-        for table, records in per_table.items():
-            records = records.persist()
-            kind = kinds_for_table(table)[0]
-            quarantine.append(quarantine_rows(records, table))
-            winners = resolve_keys(valid_rows(records, kind), kind.key).persist()
-            count_started = time.monotonic()
-            counts = self._counts(records, winners, table, kind)
-            log.debug("silver batch %s: counted %s in %.1f s", batch_id, table, time.monotonic() - count_started)
-            log_rows.append(self._log_row(batch_id, table, **counts))
-            merges.append((table, kind, records, winners, counts))
-
-        # 1. counts of this batch (from the state before its merges), 2. quarantine, 3. merges
-        with self.lake.idempotent(self._app(INGEST_LOG), batch_id):
-            self.lake.save(self.spark.createDataFrame(log_rows, INGEST_LOG_SCHEMA), "silver", INGEST_LOG)
-        if quarantine:
-            rows = quarantine[0]
-            for q in quarantine[1:]:
-                rows = rows.unionByName(q)
-            with self.lake.idempotent(self._app(QUARANTINE), batch_id):
-                self.lake.save(rows, "silver", QUARANTINE)
-        for table, kind, records, winners, counts in merges:
-            merge_started = time.monotonic()
-            # counts come from the table as it is now: nothing new or changed means nothing to write
-            if counts["inserted"] or counts["updated"]:
-                self._merge(table, kind, winners, batch_id)
-            log.debug("silver batch %s: merged %s in %.1f s", batch_id, table, time.monotonic() - merge_started)
-            winners.unpersist()
-            records.unpersist()
-        events.unpersist()
-        log.info("silver batch %s: %s records in %.1f s", batch_id, bronze_records, time.monotonic() - started)
-
-    def _counts(self, records: DataFrame, winners: DataFrame, table: str, kind: FileKind) -> dict:
-        totals = records.agg(F.count("*").alias("n"),
-                             F.sum(F.when(F.size("reasons") > 0, 1).otherwise(0)).alias("q")).first()
-        records_in, quarantined = int(totals["n"]), int(totals["q"] or 0)
-        if self.lake.exists("silver", table):
-            existing = self.lake.read("silver", table).select(
-                *kind.key, F.col("_record_hash").alias("_t_hash"), F.col("_version").alias("_t_version"))
-            joined = winners.join(existing, list(kind.key), "left")
-            c = joined.agg(
-                F.sum(F.when(F.col("_t_hash").isNull(), 1).otherwise(0)).alias("new"),
-                F.sum(F.when(F.col("_t_hash").isNotNull() & (F.col("_version") > F.col("_t_version"))
-                             & (F.col("_record_hash") != F.col("_t_hash")), 1).otherwise(0)).alias("upd"),
-            ).first()
-            inserted, updated = int(c["new"] or 0), int(c["upd"] or 0)
-        else:
-            inserted, updated = winners.count(), 0
-        valid = records_in - quarantined
-        return {"records_in": records_in, "quarantined": quarantined, "inserted": inserted,
-                "updated": updated, "duplicates": valid - inserted}
-
-    def _merge(self, table: str, kind: FileKind, winners: DataFrame, batch_id: int) -> None:
-        on = " AND ".join(f"t.{k} = s.{k}" for k in kind.key)
-        with self.lake.idempotent(self._app(table), batch_id):
-            if not self.lake.exists("silver", table):   # first load: nothing to merge with
-                self.lake.save(winners, "silver", table)
-                return
-            (self.lake.delta("silver", table).alias("t")
-             .merge(winners.alias("s"), on)
-             .whenMatchedUpdateAll(condition=merge_condition())
-             .whenNotMatchedInsertAll()
-             .execute())
-
-    @staticmethod
-    def _log_row(batch_id: int, table: str, records_in: int = 0, quarantined: int = 0, inserted: int = 0,
-                 updated: int = 0, duplicates: int = 0) -> tuple:
-        return (batch_id, table, records_in, quarantined, inserted, updated, duplicates, datetime.now())
-
 
 INGEST_LOG_SCHEMA = ("batch_id bigint, table string, records_in bigint, quarantined bigint, inserted bigint, "
                      "updated bigint, duplicates bigint, logged_at timestamp_ntz")
 
 
-def start_silver(spark, settings: Settings, trigger: str | None = None):
-    from .bronze import BRONZE_TABLE, trigger_of
+@dataclass(frozen=True)
+class BatchCounts:
+    """One table's share of a micro-batch. duplicates: records that added no row (identical or
+    superseding copies of a stored key, of which `updated` replaced it, and bad records that are
+    already in quarantine)."""
+    table: str
+    records_in: int
+    quarantined: int = 0
+    inserted: int = 0
+    updated: int = 0
 
+    @property
+    def duplicates(self) -> int:
+        return self.records_in - self.inserted - self.quarantined
+
+    def log_row(self, batch_id: int) -> tuple:
+        return (batch_id, self.table, self.records_in, self.quarantined, self.inserted, self.updated,
+                self.duplicates, datetime.now())
+
+
+class SilverWriter:
+    """foreachBatch target: parse, validate, deduplicate and merge one bronze micro-batch.
+
+    The tables of a batch are written by a few threads at once (their small Spark jobs and Delta
+    commits leave the cores idle in between); MERGEs take turns, as their exactly-once settings
+    live on the stream's session.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.rules = Rules.from_settings(settings)
+        self.query_name = settings.get("silver.query_name")
+        self.threads = int(settings.get("silver.table_threads"))
+        self.secret = user_key_secret(settings)
+        self._known_ids: set[int] | None = None
+        self._merge_lock = threading.Lock()
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        spark = batch.sparkSession
+        lake = Lake(spark, self.settings)
+        # the query's id is kept in its checkpoint: a new checkpoint is a new app for Delta's txn
+        app = f"{self.query_name}:{spark.sparkContext.getLocalProperty('sql.streaming.queryId')}"
+        # the batch is read once into memory; each table then parses only its kinds' rows (the cache
+        # keeps min/max per column chunk, so a table's filter skips most of the others' rows)
+        batch = batch.persist()
+        by_type = {r[0]: r[1] for r in batch.groupBy("event_type").count().collect()}
+        if not by_type:
+            batch.unpersist()
+            return
+        kinds_present = {t: n for t, n in by_type.items() if t in BY_KIND}
+        unknown = sum(n for t, n in by_type.items() if t not in BY_KIND)
+        tables = sorted({BY_KIND[k].table for k in kinds_present})
+
+        def write_table(table: str) -> _TableResult:
+            kinds = [k for k in kinds_for_table(table) if k.kind in kinds_present]
+            events = parse_events(batch.where(F.col("event_type").isin([k.kind for k in kinds])))
+            records = union_all(typed_records(events.where(F.col("kind") == k.kind), k, self.rules)
+                                for k in kinds).persist()
+            return self._merge_table(lake, Txn(f"{app}:{table}", batch_id), table, kinds[0], records)
+
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            results = list(pool.map(inheritable_thread_target(spark)(write_table), tables))
+        bad = [r.bad for r in results if r.bad is not None]
+        if unknown:
+            known = F.col("event_type").isin(list(BY_KIND))
+            bad.append(unknown_quarantine(parse_events(batch.where(F.col("event_type").isNull() | ~known))))
+        quarantined = self._quarantine(lake, union_all(bad), Txn(f"{app}:{QUARANTINE}", batch_id)) if bad else {}
+        self._remember_identities(lake, set().union(*[r.ids for r in results]), Txn(f"{app}:{IDENTITY}", batch_id))
+        counts = [BatchCounts("*", sum(by_type.values()))]
+        if unknown:
+            counts.append(BatchCounts(UNKNOWN_KIND, unknown, quarantined.get(UNKNOWN_KIND, 0)))
+        counts += [BatchCounts(r.table, r.records_in, quarantined.get(r.table, 0), r.written.inserted,
+                               r.written.updated) for r in results]
+        # last: the counts of a batch are logged once, after every write they describe
+        lake.save(spark.createDataFrame([c.log_row(batch_id) for c in counts], INGEST_LOG_SCHEMA),
+                  "silver", INGEST_LOG, txn=Txn(f"{app}:{INGEST_LOG}", batch_id))
+        for r in results:
+            r.records.unpersist()
+        batch.unpersist()
+        log.info("silver batch %s: %s records, %d tables in %.1f s", batch_id, counts[0].records_in,
+                 len(tables), time.monotonic() - started)
+
+    def _merge_table(self, lake: Lake, txn: Txn, table: str, kind: FileKind, records: DataFrame) -> "_TableResult":
+        second = next(k for k in kind.key if k != "fitbit_id")
+        valid = F.size("reasons") == 0
+        stats = records.agg(
+            F.count("*").alias("n"), F.count_if(~valid).alias("bad"),
+            F.min(F.when(valid, F.col(second))).alias("low"), F.max(F.when(valid, F.col(second))).alias("high"),
+            F.collect_set(F.when(valid, F.col("fitbit_id"))).alias("ids")).first()
+        written = WriteMetrics()
+        if stats["n"] > stats["bad"]:
+            winners = resolve_keys(valid_rows(records, kind), kind.key)
+            written = lake.merge(winners, "silver", table, kind.key, update=update_condition(kind),
+                                 target_filter=pruning_filter(kind, stats["ids"], stats["low"], stats["high"]),
+                                 txn=txn, properties=SILVER_PROPERTIES, lock=self._merge_lock)
+        return _TableResult(table, records, int(stats["n"]), written, {int(i) for i in stats["ids"]},
+                            quarantine_rows(records, table) if stats["bad"] else None)
+
+    def _quarantine(self, lake: Lake, rows: DataFrame, txn: Txn) -> dict[str, int]:
+        """Bad records not yet in quarantine (keyed by the source record, so a replayed record is
+        stored once); returns how many were new per target table, read from the commit's own
+        change data (also right when a replay finds the commit already made)."""
+        earliest = F.struct("partition", "offset", "record_index")
+        first = rows.groupBy(*QUARANTINE_KEY).agg(F.min_by(F.struct(*rows.columns), earliest).alias("_q")).select("_q.*")
+        if lake.merge(first, "silver", QUARANTINE, QUARANTINE_KEY, txn=txn, properties=SILVER_PROPERTIES,
+                      lock=self._merge_lock).inserted == 0:
+            return {}
+        version = lake.commit("silver", QUARANTINE, txn.tag)["version"]
+        added = lake.changes("silver", QUARANTINE, version, version).where(F.col("_change_type") == "insert")
+        return {r[0] or UNKNOWN_KIND: r[1] for r in added.groupBy("target_table").count().collect()}
+
+    def _remember_identities(self, lake: Lake, ids: set[int], txn: Txn) -> None:
+        """silver/user_identity: every Fitbit Id seen, with its user_key (written here only)."""
+        if self._known_ids is None:
+            self._known_ids = ({r[0] for r in lake.read("silver", IDENTITY).select("fitbit_id").collect()}
+                               if lake.exists("silver", IDENTITY) else set())
+        new = sorted(ids - self._known_ids)
+        if not new:
+            return
+        frame = lake.spark.createDataFrame([(i,) for i in new], "fitbit_id bigint")
+        identities = frame.select("fitbit_id", user_key_column("fitbit_id", self.secret).alias("user_key"))
+        lake.merge(identities, "silver", IDENTITY, ("fitbit_id",), txn=txn, lock=self._merge_lock)
+        self._known_ids.update(new)
+
+
+@dataclass(frozen=True)
+class _TableResult:
+    table: str
+    records: DataFrame          # the batch's typed records of the table (cached until the batch ends)
+    records_in: int
+    written: WriteMetrics
+    ids: set[int]
+    bad: DataFrame | None       # its quarantine rows, when it has any
+
+
+def start_silver(spark, settings: Settings, trigger: str | None = None):
     lake = Lake(spark, settings)
-    stream = lake.read_stream("bronze", BRONZE_TABLE,
-                              maxFilesPerTrigger=settings.get("silver.max_files_per_trigger"))
+    options = {"maxFilesPerTrigger": settings.get("silver.max_files_per_trigger")}
+    if settings.get("silver.max_bytes_per_trigger"):
+        options["maxBytesPerTrigger"] = settings.get("silver.max_bytes_per_trigger")
+    stream = lake.read_stream("bronze", BRONZE_EVENTS, **options)
     return (stream.writeStream.queryName(settings.get("silver.query_name"))
-            .foreachBatch(SilverWriter(spark, settings))
+            .foreachBatch(SilverWriter(settings))
             .option("checkpointLocation", lake.checkpoint("silver", settings.get("silver.query_name")))
             .trigger(**trigger_of(settings, "silver", trigger))
             .start())
 
 
 def reconcile(spark, settings: Settings) -> list[Reconciliation]:
-    """Per table, over every batch so far: records in = silver rows + duplicates + quarantined;
-    and every bronze record was seen by silver."""
-    from .bronze import BRONZE_TABLE
-
+    """Per table, over every batch so far, against the tables themselves: records in = silver rows +
+    duplicates + quarantined rows; and every bronze record was seen by silver."""
     lake = Lake(spark, settings)
     if not lake.exists("silver", INGEST_LOG):
         return []
     sums = {r["table"]: r for r in lake.read("silver", INGEST_LOG).groupBy("table").agg(
         *[F.sum(c).alias(c) for c in ("records_in", "quarantined", "inserted", "duplicates")]).collect()}
-    results = []
-    bronze_total = lake.count("bronze", BRONZE_TABLE)
+    quarantined = ({r[0] or UNKNOWN_KIND: r[1] for r in lake.read("silver", QUARANTINE).groupBy("target_table")
+                    .count().collect()} if lake.exists("silver", QUARANTINE) else {})
     seen = sums.get("*")
-    results.append(Reconciliation("bronze/events", bronze_total, int(seen["records_in"]) if seen else 0, 0, 0))
+    results = [Reconciliation("bronze/events", lake.count("bronze", BRONZE_EVENTS),
+                              int(seen["records_in"]) if seen else 0, 0, 0)]
     for table in (*SILVER_TABLES, UNKNOWN_KIND):
         if table not in sums:
             continue
         row = sums[table]
         silver_rows = lake.count("silver", table) if table != UNKNOWN_KIND else 0
-        results.append(Reconciliation(table, int(row["records_in"]), silver_rows,
-                                      int(row["duplicates"]), int(row["quarantined"])))
+        results.append(Reconciliation(table, int(row["records_in"]), silver_rows, int(row["duplicates"]),
+                                      int(quarantined.get(table, 0))))
     return results
 
 
@@ -305,10 +387,21 @@ class ReconciliationError(RuntimeError):
     pass
 
 
-def run_silver(spark, settings: Settings, trigger: str | None = None) -> list[dict]:
-    """Run silver over the new bronze records, then reconcile; a broken count fails loudly."""
+def _batches_after(lake: Lake, batch_id: int | None):
+    log_rows = lake.read("silver", INGEST_LOG).where(F.col("table") == "*")
+    return log_rows.where(F.col("batch_id") > batch_id) if batch_id is not None else log_rows
+
+
+def run_silver(spark, settings: Settings, trigger: str | None = None) -> dict:
+    """Run silver over the new bronze records, then reconcile (a broken count fails loudly).
+    Returns the records and micro-batches of this run, and the reconciliation."""
+    lake = Lake(spark, settings)
+    before = (lake.read("silver", INGEST_LOG).agg(F.max("batch_id")).first()[0]
+              if lake.exists("silver", INGEST_LOG) else None)
     query = start_silver(spark, settings, trigger)
     query.awaitTermination()
+    this_run = (_batches_after(lake, before).agg(F.count("*"), F.sum("records_in")).first()
+                if lake.exists("silver", INGEST_LOG) else (0, 0))
     results = reconcile(spark, settings)
     report = [r.as_dict() for r in results]
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
@@ -321,4 +414,4 @@ def run_silver(spark, settings: Settings, trigger: str | None = None) -> list[di
         raise ReconciliationError("reconciliation broken: " + "; ".join(
             f"{r.table}: in={r.records_in} != silver {r.silver_rows} + dup {r.duplicates} + "
             f"quarantine {r.quarantined}" for r in broken))
-    return report
+    return {"records": int(this_run[1] or 0), "batches": int(this_run[0]), "reconciliation": report}

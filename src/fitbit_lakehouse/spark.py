@@ -1,14 +1,24 @@
-"""The one SparkSession of a process: Delta + the Kafka connector locally, the existing one on Databricks."""
+"""The one SparkSession of a process: Delta + the Kafka connector locally, the existing one on Databricks.
+
+Locally, Spark's extra jars (Delta Lake, the Kafka connector and what they need beyond pyspark's own
+jars) are resolved once with Maven into .cache/m2 (`make setup`) and handed to Spark as a jar list:
+no Ivy resolution at start-up, and nothing read from ~/.m2 or ~/.ivy2.
+"""
 from __future__ import annotations
 
+import importlib.metadata as md
+import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from .config import Settings
+from .maven import SetupError, local_repository, resolve
 
 _MIN_JAVA = 17
+_LOG4J = Path(__file__).with_name("log4j2.properties")
 
 
 def on_databricks() -> bool:
@@ -37,34 +47,61 @@ def require_java() -> None:
     """One readable line, instead of a JVM stack trace, when Java is missing or too old."""
     version = java_major_version()
     if version is None:
-        raise SystemExit(f"Java not found: install a JDK {_MIN_JAVA}+ (e.g. `apt-get install "
+        raise SetupError(f"Java not found: install a JDK {_MIN_JAVA}+ (e.g. `apt-get install "
                          f"openjdk-{_MIN_JAVA}-jdk-headless`) or set JAVA_HOME.")
     if version < _MIN_JAVA:
-        raise SystemExit(f"Java {version} is too old: Spark 4 and Kafka 4 need Java {_MIN_JAVA}+; "
+        raise SetupError(f"Java {version} is too old: Spark 4 and Kafka 4 need Java {_MIN_JAVA}+; "
                          f"install a newer JDK or point JAVA_HOME at one.")
 
 
-def maven_packages(settings: Settings) -> list[str]:
-    """Delta and the Kafka connector, at the versions matching the installed Python packages."""
-    import importlib.metadata as md
+# --- Spark's extra jars ------------------------------------------------------------------
 
+def _pyspark_jars_dir() -> Path:
     import pyspark
 
-    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
-    delta_version = md.version("delta-spark")
-    return [f"io.delta:delta-spark_{spark_minor}_2.13:{delta_version}",
-            f"{settings.get('spark.kafka_connector')}:{pyspark.__version__}"]
+    return Path(pyspark.__file__).parent / "jars"
 
 
-def packages_cached(settings: Settings) -> bool:
-    """True when Ivy has already retrieved Delta and the Kafka connector (named group_artifact-version.jar)."""
-    jars = settings.project_root / settings.get("spark.ivy_dir") / "jars"
-    wanted = ["{}_{}-{}.jar".format(*coordinate.split(":")) for coordinate in maven_packages(settings)]
-    return all((jars / name).is_file() for name in wanted)
+def package_versions() -> dict[str, str]:
+    """Versions of the Maven packages, matching the installed Python packages."""
+    import pyspark
 
+    return {"spark.version": pyspark.__version__,
+            "spark.minor": ".".join(pyspark.__version__.split(".")[:2]),
+            "delta.version": md.version("delta-spark")}
+
+
+def _jar_list_file(settings: Settings) -> Path:
+    v = package_versions()
+    return settings.project_root / ".cache" / f"spark-jars-{v['spark.version']}-delta-{v['delta.version']}.json"
+
+
+def extra_jars(settings: Settings, resolve_missing: bool = True) -> list[str]:
+    """Jars to add to pyspark's own: Delta and the Kafka connector with the dependencies that pyspark
+    does not already ship (its versions win; a second copy of e.g. Jackson would only shadow them)."""
+    listing = _jar_list_file(settings)
+    if listing.is_file():
+        jars = json.loads(listing.read_text())
+        if all(Path(j).is_file() for j in jars):
+            return jars
+    if not resolve_missing:
+        raise SetupError("Spark's Delta and Kafka jars are not resolved yet: run `make setup`.")
+    pom = settings.project_root / "tools" / "spark" / "pom.xml"
+    artifacts = resolve(pom, local_repository(settings.project_root), package_versions())
+    shipped = [p.name for p in _pyspark_jars_dir().glob("*.jar")]
+
+    def ships(artifact: str) -> bool:
+        return any(n.startswith(f"{artifact}-") and n[len(artifact) + 1:][:1].isdigit() for n in shipped)
+
+    jars = [str(a.path) for a in artifacts if not ships(a.artifact)]
+    listing.write_text(json.dumps(jars, indent=1))
+    return jars
+
+
+# --- the session -------------------------------------------------------------------------
 
 def get_spark(settings: Settings, app_name: str | None = None):
-    """The process's SparkSession, created once (getOrCreate returns the same one after)."""
+    """The process's SparkSession, created once (later calls return the same one)."""
     from pyspark.sql import SparkSession
 
     if on_databricks():
@@ -75,18 +112,21 @@ def get_spark(settings: Settings, app_name: str | None = None):
     if active is not None:
         return active
     require_java()
-    # Python workers (pandas state functions) run in this interpreter, not whatever python3 is on PATH
+    # Python workers run this interpreter (the venv), not whatever python3 is first on PATH
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    ivy_dir = settings.project_root / settings.get("spark.ivy_dir")
+    log_level = os.environ.get("SPARK_LOG_LEVEL", "error").lower()
+    java_options = " ".join([
+        f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}", f"-Dfitbit.spark.log.level={log_level}",
+        f"-Dderby.system.home={settings.lake_dir / '_derby'}"])
     builder = (
         SparkSession.builder.appName(app_name or settings.get("spark.app_name"))
-        .master(os.environ.get("SPARK_MASTER", "local[*]"))
-        .config("spark.jars.packages", ",".join(maven_packages(settings)))
-        .config("spark.jars.ivy", str(ivy_dir))
+        .master(settings.get("spark.master"))
+        .config("spark.jars", ",".join(extra_jars(settings)))
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.shuffle.partitions", str(settings.get("spark.shuffle_partitions")))
         .config("spark.driver.memory", settings.get("spark.driver_memory"))
+        .config("spark.driver.extraJavaOptions", java_options)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         # data times are naive wall-clock: NTZ everywhere, and no zone to shift Kafka timestamps by
@@ -95,8 +135,19 @@ def get_spark(settings: Settings, app_name: str | None = None):
         .config("spark.sql.streaming.stopGracefullyOnShutdown", "true")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         .config("spark.sql.warehouse.dir", str(settings.lake_dir / "_warehouse"))
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.lake_dir / '_derby'}")
     )
+    for key, value in (settings.get("spark.conf") or {}).items():
+        builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
+    spark.sparkContext.setLogLevel(log_level.upper())
     return spark
+
+
+def trigger_of(settings: Settings, layer: str, trigger: str | None = None) -> dict:
+    """writeStream.trigger(**...) for a layer: availableNow (to the end, then stop) or processingTime."""
+    trigger = trigger or settings.get(f"{layer}.trigger")
+    if trigger == "availableNow":
+        return {"availableNow": True}
+    if trigger == "processingTime":
+        return {"processingTime": settings.get(f"{layer}.processing_time")}
+    raise ValueError(f"{layer}.trigger must be availableNow or processingTime, not {trigger!r}")

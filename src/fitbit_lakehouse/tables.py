@@ -1,18 +1,85 @@
-"""Where tables live: the one place that turns (layer, name) into a location.
+"""Where tables live and how they are written: the one place that turns (layer, name) into a location,
+and the one MERGE of the project.
 
-Locally each table is a Delta folder <lake>/<layer>/<name>; on Databricks (storage.kind: catalog)
-a Unity Catalog table <catalog>.<schema of the layer>.<name>. Readers and writers go through here.
+Locally each table is a Delta folder <lake>/<layer>/<name>; on Databricks (storage.kind: catalog) a
+Unity Catalog table <catalog>.<schema of the layer>.<name>. Readers and writers go through here.
+
+Exactly-once writes: a write given a Txn(app_id, version) is a Delta idempotent write: Delta skips it
+when a commit with that app id and a version >= it is already in the table's log. The settings go on
+the session of the DataFrame being written (in foreachBatch, the stream's own session, so concurrent
+queries never see each other's), and every commit carries a tag (userMetadata) by which its metrics
+are found again, also when a replay skipped it.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+import uuid
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from .config import Settings
 
-TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
-TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+BRONZE_EVENTS = "events"
+
+_TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
+_TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+@dataclass(frozen=True)
+class Txn:
+    """Identifies one write of a streaming micro-batch: (app id of the query's checkpoint, batch id)."""
+    app_id: str
+    version: int
+
+    @property
+    def tag(self) -> str:
+        return f"{self.app_id}@{self.version}"
+
+
+@dataclass(frozen=True)
+class WriteMetrics:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+    @classmethod
+    def of_commit(cls, operation: str, metrics: dict) -> "WriteMetrics":
+        metrics = {k: int(v) for k, v in (metrics or {}).items() if str(v).lstrip("-").isdigit()}
+        if operation == "MERGE":
+            return cls(metrics.get("numTargetRowsInserted", 0), metrics.get("numTargetRowsUpdated", 0),
+                       metrics.get("numTargetRowsDeleted", 0))
+        return cls(inserted=metrics.get("numOutputRows", 0))
+
+
+@contextmanager
+def _session_conf(spark, values: dict[str, str]):
+    for key, value in values.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key in values:
+            spark.conf.unset(key)
+
+
+_NO_LOCK = nullcontext()
+
+
+def sql_literal(value) -> str:
+    """A Python value as a Spark SQL literal (for pruning predicates built from a batch's keys)."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        return f"TIMESTAMP_NTZ'{value.isoformat(sep=' ')}'"
+    if isinstance(value, dt.date):
+        return f"DATE'{value.isoformat()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return str(value)
 
 
 class Lake:
@@ -41,21 +108,29 @@ class Lake:
             return DeltaTable.isDeltaTable(self.spark, self.path(layer, name))
         return self.spark.catalog.tableExists(self.name(layer, name))
 
-    def read(self, layer: str, name: str) -> DataFrame:
-        if self.by_path:
-            return self.spark.read.format("delta").load(self.path(layer, name))
-        return self.spark.read.table(self.name(layer, name))
+    def read(self, layer: str, name: str, version: int | None = None) -> DataFrame:
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(self.path(layer, name)) if self.by_path else reader.table(self.name(layer, name))
 
     def read_stream(self, layer: str, name: str, **options) -> DataFrame:
         reader = self.spark.readStream.format("delta").options(**{k: str(v) for k, v in options.items()})
         return reader.load(self.path(layer, name)) if self.by_path else reader.table(self.name(layer, name))
 
-    def delta(self, layer: str, name: str):
+    def changes(self, layer: str, name: str, start_version: int, end_version: int) -> DataFrame:
+        """The table's change data feed between two versions (both included)."""
+        reader = (self.spark.read.format("delta").option("readChangeFeed", "true")
+                  .option("startingVersion", start_version).option("endingVersion", end_version))
+        return reader.load(self.path(layer, name)) if self.by_path else reader.table(self.name(layer, name))
+
+    def delta(self, layer: str, name: str, spark=None):
         from delta.tables import DeltaTable
 
+        spark = spark or self.spark
         if self.by_path:
-            return DeltaTable.forPath(self.spark, self.path(layer, name))
-        return DeltaTable.forName(self.spark, self.name(layer, name))
+            return DeltaTable.forPath(spark, self.path(layer, name))
+        return DeltaTable.forName(spark, self.name(layer, name))
 
     def version(self, layer: str, name: str) -> int | None:
         """The table's latest Delta version (None when it does not exist)."""
@@ -66,14 +141,29 @@ class Lake:
     def count(self, layer: str, name: str) -> int:
         return self.read(layer, name).count() if self.exists(layer, name) else 0
 
+    def rows_added(self, layer: str, name: str, after_version: int | None) -> int:
+        """Rows written by the commits after a version (from the commits' metrics, not the data)."""
+        latest = self.version(layer, name)
+        if latest is None or (after_version is not None and latest <= after_version):
+            return 0
+        history = self.delta(layer, name).history(latest - after_version if after_version is not None else None)
+        return sum(WriteMetrics.of_commit(r["operation"], r["operationMetrics"]).inserted
+                   for r in history.select("operation", "operationMetrics").collect())
+
     # --- writing --------------------------------------------------------------------------
     def start_sink(self, stream_writer, layer: str, name: str):
         if self.by_path:
             return stream_writer.start(self.path(layer, name))
         return stream_writer.toTable(self.name(layer, name))
 
-    def save(self, df: DataFrame, layer: str, name: str, mode: str = "append", **options) -> None:
-        writer = df.write.format("delta").mode(mode).options(**{k: str(v) for k, v in options.items()})
+    def save(self, df: DataFrame, layer: str, name: str, mode: str = "append", txn: Txn | None = None,
+             tag: str | None = None, properties: dict[str, str] | None = None) -> None:
+        """Write df; properties apply when the write creates the table."""
+        writer = df.write.format("delta").mode(mode).options(**(properties or {}))
+        if txn is not None:
+            writer = writer.option("txnAppId", txn.app_id).option("txnVersion", txn.version)
+        if tag or txn:
+            writer = writer.option("userMetadata", tag or txn.tag)
         if mode == "overwrite":
             writer = writer.option("overwriteSchema", "true")
         if self.by_path:
@@ -81,14 +171,74 @@ class Lake:
         else:
             writer.saveAsTable(self.name(layer, name))
 
-    @contextmanager
-    def idempotent(self, app_id: str, version: int):
-        """Delta idempotent DML: a write already committed under (app_id, version) is skipped."""
-        conf = self.spark.conf
-        conf.set(TXN_APP_ID, app_id)
-        conf.set(TXN_VERSION, str(version))
-        try:
-            yield
-        finally:
-            conf.unset(TXN_APP_ID)
-            conf.unset(TXN_VERSION)
+    def create(self, layer: str, name: str, schema, properties: dict[str, str] | None = None) -> None:
+        """An empty table with the schema (no-op when it exists)."""
+        from delta.tables import DeltaTable
+
+        builder = DeltaTable.createIfNotExists(self.spark).addColumns(schema)
+        builder = builder.location(self.path(layer, name)) if self.by_path else builder.tableName(self.name(layer, name))
+        for key, value in (properties or {}).items():
+            builder = builder.property(key, value)
+        builder.execute()
+
+    def merge(self, source: DataFrame, layer: str, name: str, key: Sequence[str], *,
+              columns: Sequence[str] | None = None, update: str | None = None, delete: str | None = None,
+              insert: str | None = "true", target_filter: str | None = None, txn: Txn | None = None,
+              properties: dict[str, str] | None = None, lock=None) -> WriteMetrics:
+        """MERGE source into the table on `key` (t. = target, s. = source), creating it first when needed.
+
+        columns: the table's columns (default: all of the source's; others only serve conditions);
+        update / delete: conditions under which a matched row is updated from the source / deleted
+        (None: never); insert: condition under which an unmatched source row is inserted (None: never);
+        target_filter: a predicate over t. that every matching target row fulfils, so that Delta skips
+        the other files; txn: makes the write exactly-once; properties: table properties, when the
+        table is created; lock: held while the session carries this MERGE's settings (threads that
+        share a session take turns). Returns the commit's row counts.
+        """
+        session = source.sparkSession
+        columns = list(columns or source.columns)
+        tag = txn.tag if txn else f"write-{uuid.uuid4()}"
+        if not self.exists(layer, name):
+            if insert == "true":   # nothing to match yet: an append does the same, faster
+                self.save(source.select(*columns), layer, name, txn=txn, tag=tag, properties=properties)
+                return self.commit_metrics(layer, name, tag)
+            self.create(layer, name, source.select(*columns).schema, properties)
+        on = " AND ".join([f"t.`{k}` <=> s.`{k}`" for k in key] + ([target_filter] if target_filter else []))
+        values = {f"`{c}`": f"s.`{c}`" for c in columns}
+        builder = self.delta(layer, name, session).alias("t").merge(source.alias("s"), on)
+        if delete:
+            builder = builder.whenMatchedDelete(condition=delete)
+        if update:
+            builder = builder.whenMatchedUpdate(condition=update, set=values)
+        if insert is not None:
+            builder = builder.whenNotMatchedInsert(condition=None if insert == "true" else insert, values=values)
+        if txn is None:   # the MERGE's own result row has the counts; nothing goes on the session
+            result = builder.execute().first()
+            return WriteMetrics(result["num_inserted_rows"], result["num_updated_rows"], result["num_deleted_rows"]) \
+                if result is not None else WriteMetrics()
+        conf = {_USER_METADATA: tag, _TXN_APP_ID: txn.app_id, _TXN_VERSION: str(txn.version)}
+        with lock or _NO_LOCK, _session_conf(session, conf):
+            builder.execute()
+        # from the commit, not the result: a replay skips the MERGE but finds the commit it made before
+        return self.commit_metrics(layer, name, tag)
+
+    def commit(self, layer: str, name: str, tag: str, depth: Iterable[int] = (20, None)):
+        """The commit tagged `tag` (version, operation, operationMetrics), or None."""
+        for limit in depth:   # almost always among the last few
+            history = self.delta(layer, name).history(limit) if limit else self.delta(layer, name).history()
+            row = history.where(F.col("userMetadata") == tag).select("version", "operation", "operationMetrics").first()
+            if row is not None:
+                return row
+        return None
+
+    def commit_metrics(self, layer: str, name: str, tag: str) -> WriteMetrics:
+        """Row counts of the commit tagged `tag` (zeros when no commit carries it: nothing was written)."""
+        row = self.commit(layer, name, tag)
+        return WriteMetrics.of_commit(row["operation"], row["operationMetrics"]) if row else WriteMetrics()
+
+
+def union_all(frames: Iterable[DataFrame]) -> DataFrame | None:
+    result = None
+    for frame in frames:
+        result = frame if result is None else result.unionByName(frame)
+    return result

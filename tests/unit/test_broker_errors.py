@@ -8,6 +8,7 @@ import time
 import pytest
 
 from fitbit_lakehouse.kafka_broker import BrokerError, ensure_broker, parse_bootstrap
+from fitbit_lakehouse.maven import SetupError
 from fitbit_lakehouse.spark import require_java
 
 
@@ -57,7 +58,7 @@ def test_bad_bootstrap_address_is_explained():
 
 def test_missing_java_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(SetupError) as err:
         require_java()
     assert "Java not found" in str(err.value) and "JDK 17" in str(err.value)
 
@@ -68,5 +69,5 @@ def test_too_old_java_is_refused(monkeypatch, tmp_path):
     (fake / "java").write_text('#!/bin/sh\necho \'openjdk version "1.8.0_392"\' >&2\n')
     (fake / "java").chmod(0o755)
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk8"))
-    with pytest.raises(SystemExit, match="Java 8 is too old"):
+    with pytest.raises(SetupError, match="Java 8 is too old"):
         require_java()

@@ -9,11 +9,10 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-import pandas as pd
-
-from fitbit_lakehouse.alerts import detect_alerts, first_goal_hour, hourly_steps_events
 from fitbit_lakehouse.gold import (Kpi, dim_date, dim_user, fact_daily_activity, fact_heart_rate_hourly,
-                                   fact_hourly_activity, fact_sleep, identity_rows, kpi_daily_wellness, user_key)
+                                   fact_hourly_activity, fact_sleep, goal_alerts, kpi_daily_wellness, sleep_days,
+                                   user_days)
+from fitbit_lakehouse.privacy import user_key, user_key_column
 
 SECRET = "unit-test-secret"
 U1, U2, U3 = 1503960366, 8877689391, 4020332650          # U2 > 2**31
@@ -49,12 +48,20 @@ def test_user_key():
     assert "8877689391" not in user_key(8877689391, "s1")
 
 
-def test_identity_rows():
-    assert identity_rows([U2, U1, U2], SECRET) == [(U1, key(U1)), (U2, key(U2))]
+def test_user_key_column_is_the_same_hmac(spark):
+    for secret in (SECRET, "x" * 100):        # a key longer than the hash block is hashed first
+        ids = spark.createDataFrame([(U1,), (U2,), (1,)], "fitbit_id bigint")
+        got = dict(ids.select("fitbit_id", user_key_column("fitbit_id", secret).alias("k")).collect())
+        assert got == {i: user_key(i, secret) for i in (U1, U2, 1)}
 
 
 def test_kpi_from_settings_defaults(kpi):
-    assert kpi == Kpi()
+    """The contract's defaults, as conf/base.yml sets them."""
+    assert (kpi.valid_day_min_steps, kpi.steps_goal, kpi.mvpa_goal_minutes, kpi.asleep_goal_minutes) == (1, 10000, 30, 420)
+    assert (kpi.steps_weight, kpi.mvpa_weight, kpi.duration_weight, kpi.efficiency_weight) == (0.5, 0.5, 0.5, 0.5)
+    assert (kpi.activity_weight, kpi.sleep_weight, kpi.scale, kpi.decimals) == (0.5, 0.5, 100, 1)
+    assert kpi.segments == (("High", 270), ("Medium", 180), ("Low", 0))
+    assert (kpi.unknown_segment, kpi.goal_alert_steps) == ("Unknown", 10000)
 
 
 # --- fact_daily_activity --------------------------------------------------------------------
@@ -222,7 +229,8 @@ def sleep_inputs(spark):
     sleep_day = spark.createDataFrame([
         (U1, ts("2016-04-12 00:00:00"), 1, 327, 346),
         (U2, ts("2016-04-14 00:00:00"), 1, 0, 0),                      # nothing in bed: no efficiency
-    ], SLEEP_DAY_SCHEMA)
+    ], SLEEP_DAY_SCHEMA).selectExpr("*", "CAST(NULL AS timestamp_ntz) AS _kafka_timestamp", "0 AS _kafka_partition",
+                                    "0L AS _kafka_offset", "0 AS _record_index")
     minutes = (
         _minutes(U1, 9, "2016-04-12 01:00:00", [1, 1, 2])              # ends 4/12: sleepDay wins that day
         + _minutes(U1, 10, "2016-04-12 23:58:00", [1, 1, 2, 1, 3, 1])  # crosses midnight, ends 4/13
@@ -322,7 +330,7 @@ def test_fact_heart_rate_hourly(spark, identity):
     assert got[(key(U1), 20160412, 7)] == (60, pytest.approx(80.0), 100, 3)
 
 
-# --- goal alerts (alerts.py: first_goal_hour, detect_alerts, hourly_steps_events) ----------------
+# --- goal alerts ----------------------------------------------------------------------------
 
 GOAL_HOURS = [
     # U1 4/12, given out of order: cumulative 3000, 7000, 9999, 10000 (reached at 11:00), 15000
@@ -358,112 +366,48 @@ def test_goal_reference_by_hand():
                                              (U2, date(2016, 4, 12)): (ts("2016-04-12 00:00:00"), 12000)}
 
 
-def test_first_goal_hour():
-    days = defaultdict(dict)
-    for u, t, s in GOAL_HOURS:
-        days[(u, ts(t).date())][ts(t)] = s
-    got = {k: first_goal_hour(v, 10000) for k, v in days.items()}
-    assert {k: v for k, v in got.items() if v is not None} == _reference_alerts(GOAL_HOURS)
-    assert got[(U1, date(2016, 4, 13))] is None and got[(U3, date(2016, 4, 13))] is None
-    assert first_goal_hour({}, 10000) is None
-    assert first_goal_hour({ts("2016-04-12 05:00:00"): 10000}, 10000) == (ts("2016-04-12 05:00:00"), 10000)
-
-
-class FakeGroupState:
-    """The part of pyspark's GroupState that detect_alerts uses."""
-
-    def __init__(self):
-        self.value = None
-
-    @property
-    def exists(self):
-        return self.value is not None
-
-    @property
-    def get(self):
-        return self.value
-
-    def update(self, value):
-        self.value = tuple(value)
-
-
-def _hours_frame(items):
-    return pd.DataFrame({"activity_hour": pd.to_datetime([ts(t) for t, _ in items]),
-                         "step_total": pd.Series([s for _, s in items], dtype="int64")})
-
-
-def _alerts(update, key, state, *batches):
-    out = pd.concat(list(update(key, iter([_hours_frame(b) for b in batches]), state)))
-    return [(pd.Timestamp(r.reached_at).to_pydatetime(), int(r.steps_at_alert), int(r.goal_steps))
-            for r in out.itertuples()]
-
-
-def test_detect_alerts_across_batches():
-    update, state, key = detect_alerts(10000), FakeGroupState(), (U1, date(2016, 4, 12))
-    # trigger 1: 6000 + 3000 = 9000 by 12:00: no alert yet
-    assert _alerts(update, key, state, [("2016-04-12 10:00:00", 6000), ("2016-04-12 12:00:00", 3000)]) == []
-    # trigger 2: 11:00 arrives late with 2000: 6000, 8000, 11000 -> reached at 12:00 with 11000
-    assert _alerts(update, key, state, [("2016-04-12 11:00:00", 2000)]) == [(ts("2016-04-12 12:00:00"), 11000, 10000)]
-    # trigger 3: more steps, or a replay of the same hours: no second alert for the day
-    assert _alerts(update, key, state, [("2016-04-12 13:00:00", 5000)],
-                   [("2016-04-12 10:00:00", 6000), ("2016-04-12 11:00:00", 2000)]) == []
-
-
-def test_detect_alerts_latest_value_per_hour():
-    update, state, key = detect_alerts(10000), FakeGroupState(), (U2, date(2016, 4, 12))
-    # an hour re-sent with a new value replaces the old one instead of adding to it
-    assert _alerts(update, key, state, [("2016-04-12 08:00:00", 6000)], [("2016-04-12 08:00:00", 6000)]) == []
-    assert _alerts(update, key, state, [("2016-04-12 08:00:00", 9000), ("2016-04-12 09:00:00", 1000)]) == \
-        [(ts("2016-04-12 09:00:00"), 10000, 10000)]
-
-
-def test_detect_alerts_all_at_once_matches_reference():
-    expected = _reference_alerts(GOAL_HOURS)
-    days = defaultdict(list)
-    for u, t, s in GOAL_HOURS:
-        days[(u, ts(t).date())].append((t, s))
-    update = detect_alerts(10000)
-    got = {}
-    for k, items in days.items():
-        for reached_at, steps, goal in _alerts(update, k, FakeGroupState(), items):
-            got[k] = (reached_at, steps)
+def test_goal_alerts_match_reference(spark, identity):
+    hours = spark.createDataFrame([(u, ts(t), s_) for u, t, s_ in GOAL_HOURS],
+                                  "fitbit_id bigint, activity_hour timestamp_ntz, step_total bigint")
+    got = {(r["user_key"], r["date_key"]): (r["reached_at"], r["steps_at_alert"], r["goal_steps"])
+           for r in goal_alerts(hours, identity, 10000).collect()}
+    expected = {(key(u), int(d.strftime("%Y%m%d"))): (moment, total, 10000)
+                for (u, d), (moment, total) in _reference_alerts(GOAL_HOURS).items()}
     assert got == expected
 
 
-def test_hourly_steps_events(spark, base_settings):
-    import json
+def test_goal_alerts_follow_the_goal_setting(spark, identity):
+    hours = spark.createDataFrame([(U1, ts("2016-04-12 08:00:00"), 400), (U1, ts("2016-04-12 09:00:00"), 700)],
+                                  "fitbit_id bigint, activity_hour timestamp_ntz, step_total bigint")
+    [row] = goal_alerts(hours, identity, 1000).collect()
+    assert (row["reached_at"], row["steps_at_alert"], row["goal_steps"]) == (ts("2016-04-12 09:00:00"), 1100, 1000)
 
-    from pyspark.sql import types as T
 
-    from fitbit_lakehouse.catalogue import BY_KIND
-    from fitbit_lakehouse.produce import SourceRecord
-    from fitbit_lakehouse.quality import Rules
+# --- which user-days a change bears on ------------------------------------------------------
 
-    def ev(kind, fields):
-        k = BY_KIND[kind]
-        return json.dumps(SourceRecord(k, k.file_name, 1, ",".join(fields), fields, tuple(k.header)).event())
+def test_user_days_of_minute_sleep_include_the_next_day(spark):
+    rows = spark.createDataFrame([(U1, ts("2016-04-12 23:58:00")), (U1, ts("2016-04-12 23:59:00"))],
+                                 "fitbit_id bigint, sleep_minute timestamp_ntz")
+    got = sorted(tuple(r) for r in user_days(rows, "minute_sleep").collect())
+    assert got == [(U1, date(2016, 4, 12)), (U1, date(2016, 4, 13))]
+    hourly = spark.createDataFrame([(U1, ts("2016-04-12 23:00:00"))], "fitbit_id bigint, activity_hour timestamp_ntz")
+    assert [tuple(r) for r in user_days(hourly, "hourly_steps").collect()] == [(U1, date(2016, 4, 12))]
 
-    values = [ev("hourlySteps", [str(U2), "4/12/2016 11:00:00 PM", "4000"]),
-              ev("hourlySteps", [str(U2), "3/13/2016 2:00:00 AM", "10"]),
-              ev("hourlySteps", [str(U2), "4/12/2016 10:00:00 PM", "-1"]),       # invalid: left out
-              ev("hourlyCalories", [str(U2), "4/12/2016 11:00:00 PM", "90"]),   # another kind
-              "not json"]
-    schema = T.StructType([T.StructField("topic", T.StringType()), T.StructField("partition", T.IntegerType()),
-                           T.StructField("offset", T.LongType()), T.StructField("record_index", T.IntegerType()),
-                           T.StructField("kafka_timestamp", T.TimestampType()), T.StructField("key", T.StringType()),
-                           T.StructField("value", T.StringType())])
-    bronze = spark.createDataFrame([("t", 0, i, 0, datetime(2016, 5, 1), "k", v) for i, v in enumerate(values)], schema)
-    rows = sorted(tuple(r) for r in hourly_steps_events(bronze, Rules.from_settings(base_settings)).select(
-        "fitbit_id", "alert_date", "activity_hour", "step_total").collect())
-    assert rows == [(U2, date(2016, 3, 13), datetime(2016, 3, 13, 2, 0), 10),
-                    (U2, date(2016, 4, 12), datetime(2016, 4, 12, 23, 0), 4000)]
+
+def test_two_sleep_day_rows_on_one_day_keep_the_newer(spark):
+    rows = spark.createDataFrame([
+        (U1, ts("2016-04-12 00:00:00"), 1, 300, 320, ts("2016-05-01 10:00:00"), 0, 5, 0),
+        (U1, ts("2016-04-12 09:30:00"), 2, 350, 400, ts("2016-05-01 11:00:00"), 0, 9, 0),   # received later
+    ], SLEEP_DAY_SCHEMA + ", _kafka_timestamp timestamp_ntz, _kafka_partition int, _kafka_offset bigint, "
+                          "_record_index int")
+    [row] = sleep_days(rows).collect()
+    assert (row["sleep_records"], row["minutes_asleep"], row["time_in_bed"]) == (2, 350, 400)
 
 
 # --- dim_date ---------------------------------------------------------------------------------
 
 def test_dim_date(spark):
-    keys = spark.createDataFrame([(20160104,), (20151231,), (20160102,), (20160102,)], "date_key int")
-    rows = sorted(dim_date(keys).collect(), key=lambda r: r["date_key"])
+    rows = sorted(dim_date(spark, date(2015, 12, 31), date(2016, 1, 4)).collect(), key=lambda r: r["date_key"])
     first, last = date(2015, 12, 31), date(2016, 1, 4)
     expected_days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     assert [r["date"] for r in rows] == expected_days

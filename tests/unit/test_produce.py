@@ -1,169 +1,116 @@
-"""The producer without Kafka: CSV rows -> records -> JSON events -> messages."""
+"""The producer without Kafka: a CSV file -> byte ranges of lines -> messages, and the send ledger."""
 from __future__ import annotations
 
 import hashlib
-import json
+import hmac
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fitbit_lakehouse import produce as P
 from fitbit_lakehouse.catalogue import BY_KIND
+from fitbit_lakehouse.kafka_broker import BrokerError
+from fitbit_lakehouse.privacy import user_key
 
-DAILY = BY_KIND["dailyActivity"]
 HOURLY = BY_KIND["hourlySteps"]
 SLEEP = BY_KIND["minuteSleep"]
-
 HOURLY_HEADER = "Id,ActivityHour,StepTotal"
 
 
-def _write(path: Path, lines: list[str], eol: str = "\r\n") -> Path:
-    path.write_bytes((eol.join(lines) + eol).encode())
+def _write(path: Path, lines: list[str], eol: str = "\r\n", final_eol: bool = True, bom: bool = False) -> Path:
+    text = eol.join(lines) + (eol if final_eol else "")
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
     return path
 
 
-# --- read_records ------------------------------------------------------------------------
-
-def test_read_records_crlf(tmp_path):
-    path = _write(tmp_path / "hourlySteps_merged.csv", [
-        HOURLY_HEADER,
-        "1503960366,4/12/2016 12:00:00 AM,373",
-        "1503960366,4/12/2016 1:00:00 AM,160",
-        "",                                          # a blank line is skipped
-        "8877689391,4/12/2016 2:00:00 AM,0",
-    ])
-    records = list(P.read_records(path, HOURLY))
-    assert [r.fields for r in records] == [
-        ["1503960366", "4/12/2016 12:00:00 AM", "373"],
-        ["1503960366", "4/12/2016 1:00:00 AM", "160"],
-        ["8877689391", "4/12/2016 2:00:00 AM", "0"],
-    ]
-    assert [r.line for r in records] == ["1503960366,4/12/2016 12:00:00 AM,373",
-                                         "1503960366,4/12/2016 1:00:00 AM,160",
-                                         "8877689391,4/12/2016 2:00:00 AM,0"]
-    assert all("\r" not in r.line and "\n" not in r.line for r in records)
-    assert [r.row_number for r in records][:2] == [1, 2]
-    assert all(r.header == ("Id", "ActivityHour", "StepTotal") for r in records)
-    assert all(r.source_file == "hourlySteps_merged.csv" and r.kind is HOURLY for r in records)
-    assert [r.user_key for r in records] == ["1503960366", "1503960366", "8877689391"]
-    assert records[0].event_time == "4/12/2016 12:00:00 AM"
-
-    named = list(P.read_records(path, HOURLY, source_name="Fitabase Data 4.12.16-5.12.16/x.csv"))
-    assert {r.source_file for r in named} == {"Fitabase Data 4.12.16-5.12.16/x.csv"}
+def _lines(lines: P.FileLines) -> list[str]:
+    return [lines.line(i).decode() for i in range(len(lines))]
 
 
-def test_read_records_lf_only(tmp_path):
-    path = _write(tmp_path / "h.csv", [HOURLY_HEADER, "1,4/12/2016 12:00:00 AM,5"], eol="\n")
-    [record] = P.read_records(path, HOURLY)
-    assert record.fields == ["1", "4/12/2016 12:00:00 AM", "5"]
+# --- split_lines -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("eol", ["\r\n", "\n"])
+def test_split_lines(tmp_path, eol):
+    rows = ["1503960366,4/12/2016 12:00:00 AM,373", "1503960366,4/12/2016 1:00:00 AM,160", "",
+            "8877689391,4/12/2016 2:00:00 AM,0"]
+    lines = P.split_lines(_write(tmp_path / "h.csv", [HOURLY_HEADER, *rows], eol=eol).read_bytes())
+    assert lines.header == HOURLY_HEADER
+    assert _lines(lines) == rows                       # no CR, no LF; the blank line is an empty line
+    assert list(lines.rows) == [1, 2, 3, 4]            # numbered as in the file, below the header
+    assert [lines.data[s:e].decode() for s, e in zip(lines.starts, lines.id_ends)] == \
+        ["1503960366", "1503960366", "", "8877689391"]
+    assert list(lines.separators) == [2, 2, 0, 2]
 
 
-def test_read_records_header_only_and_empty(tmp_path):
-    assert list(P.read_records(_write(tmp_path / "a.csv", [HOURLY_HEADER]), HOURLY)) == []
-    empty = tmp_path / "b.csv"
-    empty.write_bytes(b"")
-    assert list(P.read_records(empty, HOURLY)) == []
+def test_split_lines_bom_no_final_newline_and_empty_files(tmp_path):
+    lines = P.split_lines(_write(tmp_path / "a.csv", [HOURLY_HEADER, "1,4/12/2016 1:00:00 AM,5"],
+                                 final_eol=False, bom=True).read_bytes())
+    assert lines.header == HOURLY_HEADER               # a BOM does not become part of the first column
+    assert _lines(lines) == ["1,4/12/2016 1:00:00 AM,5"]
+    assert len(P.split_lines(_write(tmp_path / "b.csv", [HOURLY_HEADER]).read_bytes())) == 0
+    assert P.split_lines(b"") is None and P.split_lines(b"\xef\xbb\xbf") is None
 
 
-def test_read_records_wrong_field_count(tmp_path):
-    path = _write(tmp_path / "hourlySteps_merged.csv", [
-        HOURLY_HEADER,
-        "1503960366,4/12/2016 12:00:00 AM",          # too few
-        "1503960366,4/12/2016 1:00:00 AM,1,2",       # too many
-        "1503960366,4/12/2016 2:00:00 AM,7",
-    ])
-    few, many, ok = P.read_records(path, HOURLY)
-    assert few.fields is None and many.fields is None and ok.fields is not None
-    assert few.row_number == 1 and many.row_number == 2
-    assert few.user_key == "1503960366"
-    assert few.event_time is None
-    event = few.event()
-    assert event["raw_line"] == "1503960366,4/12/2016 12:00:00 AM"
-    assert "payload" not in event
-    assert event["event_type"] == "hourlySteps" and event["row_number"] == 1 and event["event_time"] is None
-    good = ok.event()
-    assert good["payload"] == {"Id": "1503960366", "ActivityHour": "4/12/2016 2:00:00 AM", "StepTotal": "7"}
-    assert "raw_line" not in good
-    assert good["event_time"] == "4/12/2016 2:00:00 AM"
-    assert good["source_file"] == "hourlySteps_merged.csv"
+# --- plan_messages -----------------------------------------------------------------------
+
+def _file(tmp_path, rows) -> P.FileLines:
+    return P.split_lines(_write(tmp_path / "h.csv", [HOURLY_HEADER, *rows]).read_bytes())
 
 
-def test_user_key_of_empty_id(tmp_path):
-    path = _write(tmp_path / "h.csv", [HOURLY_HEADER, ",4/12/2016 12:00:00 AM,5"])
-    [record] = P.read_records(path, HOURLY)
-    assert record.user_key == "unknown"
+def test_plan_messages_groups_by_user_and_size(tmp_path):
+    rows = [f"1,4/12/2016 {h}:00:00 AM,{h}" for h in range(1, 4)] + \
+           ["2,4/12/2016 1:00:00 AM,1", "", "2,4/12/2016 2:00:00 AM,2", "12,4/12/2016 1:00:00 AM,1",
+            "1,4/12/2016 5:00:00 AM,5"]
+    lines = _file(tmp_path, rows)
+    everything = np.ones(len(lines), dtype=bool)
+    # user 1: rows 1-2, row 3 (2 per message); user 2: row 4; the blank line ends a run; user 2 again,
+    # user 12 (not user 1: the whole first field counts), user 1 again
+    assert P.plan_messages(lines, everything, per_message=2, max_bytes=10**6) == \
+        [(0, 1), (2, 2), (3, 3), (5, 5), (6, 6), (7, 7)]
+    assert P.plan_messages(lines, everything, per_message=500, max_bytes=10**6)[0] == (0, 2)
+    # only the selected lines are planned
+    selected = np.arange(len(lines)) >= 2
+    assert P.plan_messages(lines, selected, per_message=500, max_bytes=10**6)[0] == (2, 2)
+    # a size bound cuts a run, but a single line is never split
+    one_line = int(lines.ends[0] - lines.starts[0])
+    assert P.plan_messages(lines, everything, per_message=500, max_bytes=one_line)[:3] == [(0, 0), (1, 1), (2, 2)]
 
 
-# --- event_id ----------------------------------------------------------------------------
+def test_message_key_is_the_pseudonym_never_the_raw_id():
+    assert P.message_key(b"8877689391", "s") == user_key(8877689391, "s").encode()
+    assert b"8877689391" not in P.message_key(b"8877689391", "s")
+    assert P.message_key(b"abc", "s") == hmac.new(b"s", b"abc", hashlib.sha256).hexdigest()[:32].encode()
+
 
 def test_event_id_deterministic():
     line = "1503960366,4/12/2016 12:00:00 AM,373"
-    assert P.event_id("hourlySteps", line) == P.event_id("hourlySteps", line)
+    assert P.event_id("hourlySteps", line) == hashlib.sha256(f"hourlySteps\x1f{line}".encode()).hexdigest()[:32]
     assert P.event_id("hourlySteps", line) != P.event_id("hourlyCalories", line)
-    assert P.event_id("hourlySteps", line) != P.event_id("hourlySteps", line + "0")
-    expected = hashlib.sha256(f"hourlySteps\x1f{line}".encode()).hexdigest()[:32]
-    assert P.event_id("hourlySteps", line) == expected
-    assert len(expected) == 32
 
 
-def test_event_id_same_line_in_two_files(tmp_path):
-    """The same row in two month folders (the overlap day) gets the same id; other kind, other id."""
-    line = "1503960366,4/12/2016 12:00:00 AM,373"
-    a = _write(tmp_path / "a.csv", [HOURLY_HEADER, line])
-    b = _write(tmp_path / "b.csv", [HOURLY_HEADER, "1503960366,4/12/2016 1:00:00 AM,1", line])
-    [ra] = P.read_records(a, HOURLY)
-    rb = list(P.read_records(b, HOURLY))[1]
-    assert ra.event()["event_id"] == rb.event()["event_id"]
-    assert ra.event()["row_number"] != rb.event()["row_number"]
-    other = P.SourceRecord(BY_KIND["hourlyCalories"], "c.csv", 1, line, line.split(","),
-                           ("Id", "ActivityHour", "Calories"))
-    assert other.event()["event_id"] != ra.event()["event_id"]
-
-
-# --- _messages ---------------------------------------------------------------------------
-
-def _rec(user: str, source: str, n: int) -> P.SourceRecord:
-    line = f"{user},4/12/2016 12:00:00 AM,{n}"
-    return P.SourceRecord(HOURLY, source, n, line, line.split(","), tuple(HOURLY_HEADER.split(",")))
-
-
-def test_messages_grouping():
-    records = [_rec("1", "a.csv", 1), _rec("1", "a.csv", 2), _rec("1", "a.csv", 3),   # 3 -> 2 + 1
-               _rec("2", "a.csv", 4),                                                 # new user
-               _rec("2", "b.csv", 5), _rec("2", "b.csv", 6),                          # new file
-               _rec("1", "b.csv", 7)]                                                 # user 1 again
-    messages = list(P._messages(records, 2))
-    assert [(key, [r.row_number for r in batch]) for key, batch in messages] == [
-        ("1", [1, 2]), ("1", [3]), ("2", [4]), ("2", [5, 6]), ("1", [7])]
-
-
-def test_messages_empty_and_per_message_one():
-    assert list(P._messages([], 5)) == []
-    records = [_rec("1", "a.csv", i) for i in range(1, 4)]
-    assert [len(b) for _, b in P._messages(records, 1)] == [1, 1, 1]
-    assert [len(b) for _, b in P._messages(records, 500)] == [3]
-
-
-# --- produce with a fake producer --------------------------------------------------------
+# --- produce with a fake producer ------------------------------------------------------------
 
 class _Future:
-    def __init__(self):
-        self.errbacks = []
+    def __init__(self, error=None):
+        self.error = error
 
     def add_errback(self, fn):
-        self.errbacks.append(fn)
+        if self.error:
+            fn(self.error)
         return self
 
 
 class FakeProducer:
-    def __init__(self):
-        self.sent: list[tuple[str, bytes, bytes]] = []
-        self.flushed = 0
-        self.closed = 0
+    def __init__(self, fail: bool = False):
+        self.sent: list[tuple[str, bytes, bytes, dict]] = []
+        self.flushed = self.closed = 0
+        self.fail = fail
 
-    def send(self, topic, key=None, value=None):
-        self.sent.append((topic, key, value))
-        return _Future()
+    def send(self, topic, key=None, value=None, headers=None):
+        self.sent.append((topic, key, value, {k: v.decode() for k, v in headers}))
+        return _Future(RuntimeError("boom") if self.fail else None)
 
     def flush(self):
         self.flushed += 1
@@ -172,89 +119,112 @@ class FakeProducer:
         self.closed += 1
 
 
+HOURLY_ROWS = ["1503960366,4/12/2016 12:00:00 AM,373", "1503960366,4/12/2016 1:00:00 AM,160",
+               "1503960366,4/12/2016 2:00:00 AM,151", "1624580081,4/12/2016 12:00:00 AM,0", "1624580081,broken"]
+
+
 def _sources(tmp_path: Path):
     raw = tmp_path / "raw"
     month = raw / "Fitabase Data 4.12.16-5.12.16"
     month.mkdir(parents=True)
-    hourly = _write(month / "hourlySteps_merged.csv", [
-        HOURLY_HEADER,
-        "1503960366,4/12/2016 12:00:00 AM,373",
-        "1503960366,4/12/2016 1:00:00 AM,160",
-        "1503960366,4/12/2016 2:00:00 AM,151",
-        "1624580081,4/12/2016 12:00:00 AM,0",
-        "1624580081,broken",
-    ])
-    sleep = _write(raw / "minuteSleep_merged.csv", [
-        "Id,date,value,logId",
-        "1503960366,4/12/2016 2:47:30 AM,3,11380564589",
-    ])
+    hourly = _write(month / "hourlySteps_merged.csv", [HOURLY_HEADER, *HOURLY_ROWS])
+    sleep = _write(raw / "minuteSleep_merged.csv", ["Id,date,value,logId", "1503960366,4/12/2016 2:47:30 AM,3,11380564589"])
     return raw, [(hourly, HOURLY), (sleep, SLEEP)]
 
 
-def test_produce_fake_producer(tmp_path, base_settings):
+def _ledger(tmp_path) -> P.SendLedger:
+    return P.SendLedger(tmp_path / "lake" / "_producer" / "ledger.json", "topic/id-1")
+
+
+def _sent_lines(fake) -> list[tuple[str, int, str]]:
+    """(source file, row number, line) of every record sent, from the messages and their headers."""
+    out = []
+    for _, _, value, headers in fake.sent:
+        for i, line in enumerate(value.decode().split("\r\n")):
+            out.append((headers["source_file"], int(headers["first_row"]) + i, line))
+    return out
+
+
+def test_produce_sends_lines_as_in_the_file(tmp_path, base_settings):
     raw, sources = _sources(tmp_path)
     settings = base_settings.with_overrides(**{"producer.records_per_message": 2, "producer.speed": 0})
     fake = FakeProducer()
-    summary = P.produce(settings, sources, raw, progress=False, producer=fake)
+    summary = P.produce(settings, sources, raw, producer=fake)
 
-    # messages: user 1503960366 rows 1-2, row 3; user 1624580081 rows 4-5; the sleep file: 1
-    assert summary.messages == 4 == len(fake.sent)
-    assert summary.rows == 6
-    assert summary.malformed_rows == 1
     hourly_name = "Fitabase Data 4.12.16-5.12.16/hourlySteps_merged.csv"
-    assert summary.files == {hourly_name: 5, "minuteSleep_merged.csv": 1}
-    assert fake.flushed == 1 and fake.closed == 0     # a producer passed in is not closed here
-    assert {t for t, _, _ in fake.sent} == {"fitbit_wellness_stream"}
-    assert [k for _, k, _ in fake.sent] == [b"1503960366", b"1503960366", b"1624580081", b"1503960366"]
-
-    events = [[json.loads(line) for line in v.decode().split("\n")] for _, _, v in fake.sent]
-    assert [len(e) for e in events] == [2, 1, 2, 1]
-    flat = [e for batch in events for e in batch]
-    # round-trip: each line is exactly the event of its record
-    expected = [r.event() for path, kind in sources
-                for r in P.read_records(path, kind, P.source_name(path, raw))]
-    assert flat == expected
-    assert flat[0] == {
-        "event_id": hashlib.sha256(b"hourlySteps\x1f1503960366,4/12/2016 12:00:00 AM,373").hexdigest()[:32],
-        "event_type": "hourlySteps", "source_file": hourly_name, "row_number": 1,
-        "event_time": "4/12/2016 12:00:00 AM",
-        "payload": {"Id": "1503960366", "ActivityHour": "4/12/2016 12:00:00 AM", "StepTotal": "373"}}
-    assert flat[4]["raw_line"] == "1624580081,broken" and "payload" not in flat[4]
-    assert flat[5]["payload"] == {"Id": "1503960366", "date": "4/12/2016 2:47:30 AM", "value": "3",
-                                  "logId": "11380564589"}
-    assert summary.as_dict()["rows"] == 6
+    assert summary.messages == 4 == len(fake.sent)     # user 1: rows 1-2, 3; user 2: rows 4-5; sleep: 1
+    assert summary.rows == 6 and summary.files == {hourly_name: 5, "minuteSleep_merged.csv": 1}
+    assert summary.malformed_rows == 1                  # "1624580081,broken"
+    assert fake.closed == 0                             # a producer passed in is not closed here
+    assert _sent_lines(fake) == [(hourly_name, i + 1, line) for i, line in enumerate(HOURLY_ROWS)] + \
+        [("minuteSleep_merged.csv", 1, "1503960366,4/12/2016 2:47:30 AM,3,11380564589")]
+    topic, key, _, headers = fake.sent[0]
+    assert topic == "fitbit_wellness_stream"
+    assert headers["kind"] == "hourlySteps" and headers["header"] == HOURLY_HEADER
+    assert key == user_key(1503960366, P.user_key_secret(settings)).encode()
 
 
 def test_produce_limit(tmp_path, base_settings):
     raw, sources = _sources(tmp_path)
     fake = FakeProducer()
-    summary = P.produce(base_settings, sources, raw, limit=3, speed=0, progress=False, producer=fake)
-    assert summary.rows == 3
-    assert summary.messages == 1       # default 500 per message: one user, one file
-    [(_, _, value)] = fake.sent
-    assert [json.loads(x)["row_number"] for x in value.decode().split("\n")] == [1, 2, 3]
+    summary = P.produce(base_settings, sources, raw, limit=3, speed=0, producer=fake)
+    assert summary.rows == 3 and [row for _, row, _ in _sent_lines(fake)] == [1, 2, 3]
 
 
-def test_produce_send_error_raises(tmp_path, base_settings):
-    from fitbit_lakehouse.kafka_broker import BrokerError
+def test_rerun_sends_only_what_is_new(tmp_path, base_settings):
+    raw, sources = _sources(tmp_path)
+    first = FakeProducer()
+    P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=first)
+    assert len(_sent_lines(first)) == 6
 
-    class FailingFuture(_Future):
-        def add_errback(self, fn):
-            fn(RuntimeError("boom"))
-            return self
+    again = FakeProducer()     # nothing new: the files are not even read
+    summary = P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=again)
+    assert again.sent == [] and summary.rows == 0 and summary.skipped_files == 2
 
-    class Failing(FakeProducer):
-        def send(self, topic, key=None, value=None):
-            super().send(topic, key, value)
-            return FailingFuture()
+    hourly = sources[0][0]     # two rows appended: only they are sent, numbered as in the file
+    with open(hourly, "ab") as f:
+        f.write(b"1624580081,4/12/2016 1:00:00 AM,9\r\n1624580081,4/12/2016 2:00:00 AM,8\r\n")
+    appended = FakeProducer()
+    P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=appended)
+    assert [(row, line) for _, row, line in _sent_lines(appended)] == \
+        [(6, "1624580081,4/12/2016 1:00:00 AM,9"), (7, "1624580081,4/12/2016 2:00:00 AM,8")]
 
+    replay = FakeProducer()    # --replay: everything again
+    P.produce(base_settings, sources, raw, speed=0, replay=True, ledger=_ledger(tmp_path), producer=replay)
+    assert len(_sent_lines(replay)) == 8
+
+
+def test_a_file_changed_in_place_is_sent_whole(tmp_path, base_settings):
+    raw, sources = _sources(tmp_path)
+    P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=FakeProducer())
+    hourly = sources[0][0]
+    hourly.write_bytes(hourly.read_bytes().replace(b",373", b",374"))   # same size, an edited row
+    os.utime(hourly, ns=(0, hourly.stat().st_mtime_ns + 10**9))
+    changed = FakeProducer()
+    P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=changed)
+    assert [row for _, row, _ in _sent_lines(changed)] == [1, 2, 3, 4, 5]
+
+
+def test_a_failed_send_raises_and_is_not_recorded(tmp_path, base_settings):
     raw, sources = _sources(tmp_path)
     with pytest.raises(BrokerError, match="boom"):
-        P.produce(base_settings, sources, raw, speed=0, progress=False, producer=Failing())
+        P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=FakeProducer(fail=True))
+    retry = FakeProducer()
+    P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=retry)
+    assert len(_sent_lines(retry)) == 6
+
+
+def test_ledger_is_per_topic(tmp_path, base_settings):
+    raw, sources = _sources(tmp_path)
+    P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=FakeProducer())
+    recreated = FakeProducer()   # a topic deleted and created again has a new id: everything is sent
+    P.produce(base_settings, sources, raw, speed=0, producer=recreated,
+              ledger=P.SendLedger(tmp_path / "lake" / "_producer" / "ledger.json", "topic/id-2"))
+    assert len(_sent_lines(recreated)) == 6
 
 
 def test_select_sources(tmp_path):
-    raw, sources = _sources(tmp_path)
+    raw, _ = _sources(tmp_path)
     scan = P.scan_sources(raw)
     assert len(P.select_sources(scan, None)) == 2
     assert [k.kind for _, k in P.select_sources(scan, "SLEEP")] == ["minuteSleep"]
@@ -262,14 +232,12 @@ def test_select_sources(tmp_path):
     assert P.select_sources(scan, "nothing") == []
 
 
-def test_paced_orders_by_event_time():
-    """A paced replay releases records in event-time order; a row without a time goes first."""
-    header = tuple(HOURLY_HEADER.split(","))
-
-    def rec(n, line):
-        fields = line.split(",")
-        return P.SourceRecord(HOURLY, "h.csv", n, line, fields if len(fields) == 3 else None, header)
-
-    records = [rec(1, "1,4/12/2016 1:00:00 PM,5"), rec(2, "1,4/12/2016 12:00:00 AM,5"), rec(3, "1,broken"),
-               rec(4, "1,4/12/2016 1:00:00 AM,5")]
-    assert [r.row_number for r in P._paced(records, speed=1e9)] == [3, 2, 4, 1]
+def test_paced_replay_sends_one_row_per_message_in_event_time_order(tmp_path, base_settings):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    path = _write(raw / "hourlySteps_merged.csv", [HOURLY_HEADER, "1,4/12/2016 1:00:00 PM,5",
+                                                  "1,4/12/2016 12:00:00 AM,5", "1,broken", "1,4/12/2016 1:00:00 AM,5"])
+    fake = FakeProducer()
+    summary = P.produce(base_settings, [(path, HOURLY)], raw, speed=1e9, producer=fake)
+    assert summary.messages == 4
+    assert [row for _, row, _ in _sent_lines(fake)] == [3, 2, 4, 1]    # a row without a time goes first

@@ -2,7 +2,6 @@
 and the merge rules of resolve_keys."""
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 
@@ -11,39 +10,43 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fitbit_lakehouse.catalogue import BY_KIND, UNKNOWN_KIND
-from fitbit_lakehouse.produce import SourceRecord, event_id
+from fitbit_lakehouse.produce import event_id
 from fitbit_lakehouse.quality import Rules
-from fitbit_lakehouse.silver import parse_events, resolve_keys, typed_records, valid_rows
+from fitbit_lakehouse.silver import parse_events, resolve_keys, typed_records, update_condition, valid_rows
 
 BRONZE_SCHEMA = T.StructType([
     T.StructField("topic", T.StringType()), T.StructField("partition", T.IntegerType()),
     T.StructField("offset", T.LongType()), T.StructField("record_index", T.IntegerType()),
     T.StructField("kafka_timestamp", T.TimestampType()), T.StructField("key", T.StringType()),
-    T.StructField("value", T.StringType())])
+    T.StructField("value", T.StringType()), T.StructField("event_type", T.StringType()),
+    T.StructField("source_file", T.StringType()), T.StructField("row_number", T.LongType()),
+    T.StructField("source_header", T.StringType())])
 
 BIG_ID = "8877689391"          # > 2**31
 T0 = datetime(2016, 5, 1, 12, 0, 0)
 
 
+def raw_event(kind: str, line: str, row: int = 1, source: str | None = None, header: str | None = None) -> dict:
+    """A bronze record as the producer's headers and bronze make it: one CSV line of a kind's file."""
+    k = BY_KIND[kind]
+    return {"value": line, "event_type": k.kind, "source_file": source or k.file_name, "row_number": row,
+            "source_header": header or ",".join(k.header), "event_id": event_id(k.kind, line)}
+
+
 def event(kind: str, fields: list[str], row: int = 1, source: str | None = None) -> dict:
-    """The producer's event of a CSV row (fields=None would be a malformed line)."""
-    k = BY_KIND[kind]
-    return SourceRecord(k, source or k.file_name, row, ",".join(fields), list(fields), tuple(k.header)).event()
-
-
-def raw_event(kind: str, line: str, row: int = 1) -> dict:
-    k = BY_KIND[kind]
-    return SourceRecord(k, k.file_name, row, line, None, tuple(k.header)).event()
+    return raw_event(kind, ",".join(fields), row, source)
 
 
 def bronze(spark, values: list, times: list | None = None, offsets: list | None = None):
-    """A bronze-like frame: one row per value (a dict is dumped as JSON, a str taken as is)."""
+    """A bronze-like frame: a dict is a record of the producer, a str a message without its headers."""
     rows = []
     for i, v in enumerate(values):
         offset = offsets[i] if offsets else i
         ts = times[i] if times else T0 + timedelta(seconds=offset)
-        rows.append(("fitbit_wellness_stream", 0, offset, 0, ts, "k",
-                     v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))))
+        if isinstance(v, str):
+            v = {"value": v}
+        rows.append(("fitbit_wellness_stream", 0, offset, 0, ts, "k", v["value"], v.get("event_type"),
+                     v.get("source_file"), v.get("row_number"), v.get("source_header")))
     return spark.createDataFrame(rows, BRONZE_SCHEMA)
 
 
@@ -92,8 +95,10 @@ def test_parse_events_poison_and_unknown_type(spark):
     ]
     assert rows[0]["_raw_value"] == "not json"               # the raw payload is kept
     assert rows[2]["event_id"] == good["event_id"]
-    assert rows[2]["payload"] == good["payload"]
+    assert rows[2]["_fields"] == ["1", "4/12/2016 12:00:00 AM", "5"]
     assert rows[2]["row_number"] == 1 and rows[2]["source_file"] == "hourlySteps_merged.csv"
+    # a poison record's id is deterministic too (quarantine keeps one row per bad source record)
+    assert rows[0]["event_id"] == event_id("unknown", "not json")
 
 
 # --- daily activity: typing and its rules --------------------------------------------------
@@ -441,7 +446,7 @@ def test_resolve_weight_log_key_is_log_id(spark, rules):
     assert rows[100]["weight_kg"] == pytest.approx(61.0)
 
 
-def test_valid_rows_hash_and_version(spark, rules):
+def test_valid_rows_version(spark, rules):
     values = [event("hourlySteps", ["1", "4/12/2016 1:00:00 AM", "5"]),
               event("hourlySteps", ["1", "4/12/2016 1:00:00 AM", "5"]),
               event("hourlySteps", ["1", "4/12/2016 1:00:00 AM", "6"]),
@@ -449,8 +454,37 @@ def test_valid_rows_hash_and_version(spark, rules):
     rows = valid_rows(typed(spark, rules, "hourlySteps", values), BY_KIND["hourlySteps"]).orderBy(
         "_kafka_offset").collect()
     assert len(rows) == 3                             # the negative one is not valid
-    assert rows[0]["_record_hash"] == rows[1]["_record_hash"] != rows[2]["_record_hash"]
     assert rows[0]["_version"] < rows[1]["_version"] < rows[2]["_version"]
+    assert [c for c in rows[0].asDict() if not c.startswith("_")] == ["fitbit_id", "activity_hour", "step_total"]
+
+
+# --- the file's header: columns by name -------------------------------------------------
+
+def test_reordered_and_extra_columns_are_read_by_name(spark, rules):
+    header = "StepTotal,Extra,ActivityHour,Id"
+    values = [raw_event("hourlySteps", "55,x,4/12/2016 1:00:00 AM,1503960366", row=1, header=header),
+              raw_event("hourlySteps", "55,x,4/12/2016 1:00:00 AM", row=2, header=header)]
+    rows = by_row(typed(spark, rules, "hourlySteps", values).collect())
+    assert rows[1]["reasons"] == []
+    assert (rows[1]["fitbit_id"], rows[1]["activity_hour"], rows[1]["step_total"]) == \
+        (1503960366, datetime(2016, 4, 12, 1, 0), 55)
+    assert rows[2]["reasons"] == ["field_count"]
+
+
+def test_missing_column_is_named(spark, rules):
+    header = "Id,ActivityHour"
+    [row] = typed(spark, rules, "hourlySteps",
+                  [raw_event("hourlySteps", "1503960366,4/12/2016 1:00:00 AM", header=header)]).collect()
+    assert row["reasons"] == ["missing_column:StepTotal"]
+
+
+def test_update_condition_compares_every_data_column():
+    kind = BY_KIND["hourlyIntensities"]
+    condition = update_condition(kind)
+    assert condition.startswith("s._version > t._version AND NOT (")
+    for column in ("total_intensity", "average_intensity"):
+        assert f"t.`{column}` <=> s.`{column}`" in condition
+    assert "fitbit_id" not in condition and "activity_hour" not in condition
 
 
 def test_resolve_wide_and_narrow_same_minute(spark, rules):
