@@ -260,7 +260,7 @@ def ensure_broker(settings: Settings) -> BrokerHandle:
         raise BrokerError(f"No Kafka broker answers at {bootstrap}: start it, or unset "
                           f"KAFKA_BOOTSTRAP_SERVERS to run a local broker on localhost:9092.")
     broker = LocalBroker(settings)
-    log.warning("No Kafka at %s: starting a local KRaft broker (Kafka %s), data in %s",
+    log.info("No Kafka at %s: starting a local KRaft broker (Kafka %s), data in %s",
                 bootstrap, broker.version, broker.data_dir)
     pid = broker.start()
     ensure_topics(settings)

@@ -27,8 +27,9 @@ def settings_from_params(**params) -> Settings:
     """Settings for a notebook: conf/ + environment, with the notebook's non-empty parameters over them."""
     logging.basicConfig(level=os.environ.get("FITBIT_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("kafka", "py4j", "mlflow", "alembic", "matplotlib", "traitlets"):
+    for noisy in ("py4j", "mlflow", "alembic", "matplotlib", "traitlets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.ERROR)   # kafka-python's timing warnings are not for users
     mapping = {"raw_dir": "paths.raw_dir", "lake_dir": "paths.lake_dir",
                "bootstrap_servers": "kafka.bootstrap_servers", "bronze_trigger": "bronze.trigger",
                "silver_trigger": "silver.trigger", "speed": "producer.speed"}
@@ -117,21 +118,9 @@ def warm_up() -> None:
         pass
 
 
-def table_rows(path: Path) -> int | None:
-    """Rows of a local Delta table from its log's file statistics (no Spark needed)."""
-    try:
-        from deltalake import DeltaTable
-
-        import pyarrow as pa
-
-        actions = pa.table(DeltaTable(str(path)).get_add_actions(flatten=True))
-        return int(pa.compute.sum(actions["num_records"]).as_py() or 0)
-    except Exception:   # a table that is not there (yet) or not local: no figure
-        return None
-
-
 def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir: Path | None = None) -> None:
     """`make run`: the five notebooks headless, in order, in one kernel, with a broker for the run."""
+    logging.getLogger("fitbit_lakehouse").setLevel(logging.WARNING)   # one line per step, printed below
     import nbformat
     from jupyter_client.manager import start_new_kernel
     from nbclient import NotebookClient
@@ -154,6 +143,8 @@ def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir
     handle = None
     try:
         handle = ensure_broker(settings)
+        print(f"Kafka: {'a local broker started for this run' if handle.started_here else 'the broker'} at "
+              f"{handle.bootstrap_servers}", flush=True)
         scan = scan_sources(settings.raw_dir)
         if scan.files:
             print(f"Input: {len(scan.files)} Fitbit CSV files in {settings.raw_dir}", flush=True)
@@ -187,8 +178,9 @@ def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir
             stop_local_broker(settings)
     print(f"\nDone in {time.monotonic() - run_started:.1f} s.")
     from .gold import GOLD_KEYS
+    from .tables import logged_rows
 
-    counts = {name: table_rows(settings.lake_dir / "gold" / name) for name in GOLD_KEYS}
+    counts = {name: logged_rows(str(settings.lake_dir / "gold" / name)) for name in GOLD_KEYS}
     print("  Gold rows: " + ", ".join(f"{k} {v:,}" for k, v in counts.items() if v is not None))
     print(f"  Delta tables:       {settings.lake_dir}/bronze, silver, gold")
     print(f"  Reports and charts: {settings.reports_dir}")

@@ -36,14 +36,18 @@ class Rules:
         return self.params[name][key]
 
 
-def _reason(rules: Rules, rule: str, failed: SparkColumn, column: str | None = None) -> SparkColumn | None:
+Reason = tuple  # (condition under which the rule fails, the reason's name)
+
+
+def _reason(rules: Rules, rule: str, failed: SparkColumn, column: str | None = None) -> Reason | None:
     if not rules.on(rule):
         return None
-    return F.when(failed, F.lit(f"{rule}:{column}" if column else rule))
+    return failed, f"{rule}:{column}" if column else rule
 
 
-def typed_value(raw: SparkColumn, col: Column) -> SparkColumn:
-    """The source string typed as the silver column (null when it does not parse)."""
+def typed_value(raw: SparkColumn, col: Column, ntz_session: bool = False) -> SparkColumn:
+    """The source string typed as the silver column (null when it does not parse). ntz_session: the
+    session's default timestamp type is TIMESTAMP_NTZ, so one parse yields the wall-clock value."""
     text = F.trim(raw)
     if col.type == "id" or col.type == "long":
         value = text.try_cast("bigint")
@@ -59,7 +63,8 @@ def typed_value(raw: SparkColumn, col: Column) -> SparkColumn:
         # NTZ: the wall-clock string as read, never shifted by a zone (a DST-gap hour stays), whatever
         # the session's timestampType; try_ guards to_timestamp_ntz, which fails on bad input under ANSI
         fmt = F.lit(TIMESTAMP_FORMAT)
-        value = F.when(F.try_to_timestamp(text, fmt).isNotNull(), F.to_timestamp_ntz(text, fmt))
+        value = F.try_to_timestamp(text, fmt) if ntz_session else \
+            F.when(F.try_to_timestamp(text, fmt).isNotNull(), F.to_timestamp_ntz(text, fmt))
     else:
         raise ValueError(f"unknown column type {col.type}")
     if col.scale != 1.0:
@@ -67,11 +72,11 @@ def typed_value(raw: SparkColumn, col: Column) -> SparkColumn:
     return value
 
 
-def column_reasons(raw: SparkColumn, value: SparkColumn, col: Column, rules: Rules) -> list[SparkColumn]:
+def column_reasons(raw: SparkColumn, value: SparkColumn, col: Column, rules: Rules) -> list[Reason]:
     """Reasons about one column: type/format, sign, and the column's own checks."""
     missing = raw.isNull() | (F.trim(raw) == "")
     bad_parse = value.isNull() & (~missing if col.nullable else F.lit(True))
-    reasons: list[SparkColumn | None] = []
+    reasons: list[Reason | None] = []
     if col.type == "id":
         reasons.append(_reason(rules, "id_not_positive_integer", value.isNull() | (value <= 0)))
     elif col.type in ("date", "timestamp"):
@@ -86,14 +91,14 @@ def column_reasons(raw: SparkColumn, value: SparkColumn, col: Column, rules: Rul
     return [r for r in reasons if r is not None]
 
 
-def _range(rules: Rules, rule: str, value: SparkColumn, col: Column) -> SparkColumn | None:
+def _range(rules: Rules, rule: str, value: SparkColumn, col: Column) -> Reason | None:
     if not rules.on(rule):
         return None
     low, high = rules.param(rule, "min"), rules.param(rule, "max")
     return _reason(rules, rule, (value < low) | (value > high), col.name)
 
 
-def _check(check: str, value: SparkColumn, col: Column, rules: Rules) -> SparkColumn | None:
+def _check(check: str, value: SparkColumn, col: Column, rules: Rules) -> Reason | None:
     if not rules.on(check):
         return None
     if check in ("daily_minutes_above_max", "steps_per_minute_above_max"):
@@ -103,9 +108,9 @@ def _check(check: str, value: SparkColumn, col: Column, rules: Rules) -> SparkCo
     raise ValueError(f"unknown column check {check!r} on {col.name}")
 
 
-def row_reasons(kind: FileKind, typed: dict[str, SparkColumn], rules: Rules) -> list[SparkColumn]:
+def row_reasons(kind: FileKind, typed: dict[str, SparkColumn], rules: Rules) -> list[Reason]:
     """Cross-field rules of a kind, over its typed columns."""
-    reasons: list[SparkColumn | None] = []
+    reasons: list[Reason | None] = []
     for check in kind.row_checks:
         if check == "daily_minutes_sum_above_max" and rules.on(check):
             # as doubles: a sum of hostile 64-bit values must not overflow (an error under ANSI mode)
@@ -120,11 +125,17 @@ def row_reasons(kind: FileKind, typed: dict[str, SparkColumn], rules: Rules) -> 
     return [r for r in reasons if r is not None]
 
 
-def collect_reasons(reasons: list[SparkColumn]) -> SparkColumn:
-    """array<string> of the failed rules (empty when the record is valid)."""
+def collect_reasons(reasons: list[Reason]) -> SparkColumn:
+    """array<string> of the failed rules (empty when the record is valid). The array is only built
+    for a record that fails a rule: most records pass, and cost one test of each condition."""
+    empty = F.array().cast("array<string>")
     if not reasons:
-        return F.array().cast("array<string>")
-    return F.array_compact(F.array(*reasons))
+        return empty
+    failed = reasons[0][0]
+    for condition, _ in reasons[1:]:
+        failed = failed | condition
+    names = F.array_compact(F.array(*[F.when(condition, F.lit(name)) for condition, name in reasons]))
+    return F.when(failed, names).otherwise(empty)
 
 
 # --- reconciliation ----------------------------------------------------------------------

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from pyspark import inheritable_thread_target
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
 from .catalogue import BY_KIND, KINDS, SILVER_TABLES, UNKNOWN_KIND, FileKind, kinds_for_table
@@ -83,32 +83,35 @@ _RAW = ["topic", "partition", "offset", "record_index", "kafka_timestamp", "_raw
         "source_file", "row_number", "kind"]
 
 
-def with_positions(events: DataFrame, kind: FileKind) -> DataFrame:
-    """Adds `_pos`: the position in the line of each column of the kind's header. Literal when the
-    file's header is the catalogue's (the usual case); else looked up by name in the file's header
-    (reordered or extra columns), -1 for a column the file lacks. Computed once per row, so that
-    the many column expressions stay small."""
-    header = F.lit(",".join(kind.header))
-    standard = F.coalesce(F.col("source_header"), header) == header
-    names = F.transform(F.split(F.col("source_header"), ","), lambda n: F.trim(n))
-    by_name = F.transform(F.array(*[F.lit(h) for h in kind.header]), lambda h: F.array_position(names, h) - 1)
-    fixed = F.array(*[F.lit(i) for i in range(len(kind.header))])
-    width = F.when(standard, F.lit(len(kind.header))).otherwise(F.size(names))
-    return events.select("*", F.when(standard, fixed).otherwise(by_name).alias("_pos"), width.alias("_width"))
+class _Columns:
+    """The raw strings of a kind's columns in a record. When the file's header is the catalogue's (the
+    usual case) a column is a fixed position of the line; otherwise it is looked up by name in the
+    file's header (reordered or extra columns), and missing when the header lacks it. The lookup by
+    name is only evaluated for records of such files."""
 
+    def __init__(self, kind: FileKind):
+        self.header = kind.header
+        expected = F.lit(",".join(kind.header))
+        self.standard = F.coalesce(F.col("source_header"), expected) == expected
+        self.names = F.transform(F.split(F.col("source_header"), ","), lambda n: F.trim(n))
 
-def _field(kind: FileKind, source: str) -> F.Column:
-    """The raw string of a column (null when the line or the file lacks it)."""
-    return F.get(F.col("_fields"), F.get(F.col("_pos"), kind.header.index(source)))
+    def position(self, source: str) -> F.Column:
+        """0-based position of a column in the line (-1 when the file lacks it)."""
+        return F.when(self.standard, F.lit(self.header.index(source))) \
+                .otherwise(F.array_position(self.names, source) - 1)
 
+    def __getitem__(self, source: str) -> F.Column:
+        return F.when(self.standard, F.get(F.col("_fields"), self.header.index(source))) \
+                .otherwise(F.get(F.col("_fields"), self.position(source).cast("int")))
 
-def _structural_reasons(kind: FileKind) -> F.Column:
-    """field_count when the line does not split into its header's fields; missing_column:<name> for
-    each column of the kind that the file's header lacks; null when neither."""
-    missing = F.filter(F.arrays_zip(F.array(*[F.lit(h) for h in kind.header]).alias("name"),
-                                    F.col("_pos").alias("pos")), lambda z: z["pos"] < 0)
-    return (F.when(F.size("_fields") != F.col("_width"), F.array(F.lit("field_count")))
-            .when(F.size(missing) > 0, F.transform(missing, lambda z: F.concat(F.lit("missing_column:"), z["name"]))))
+    def structural_reasons(self) -> F.Column:
+        """field_count when the line does not split into its header's fields; missing_column:<name> for
+        each column of the kind that the file's header lacks; null when neither."""
+        width = F.when(self.standard, F.lit(len(self.header))).otherwise(F.size(self.names))
+        missing = F.filter(F.array(*[F.lit(h) for h in self.header]), lambda h: ~F.array_contains(self.names, h))
+        return (F.when(F.size("_fields") != width, F.array(F.lit("field_count")))
+                .when(~self.standard & (F.size(missing) > 0),
+                      F.transform(missing, lambda h: F.concat(F.lit("missing_column:"), h))))
 
 
 def typed_records(events: DataFrame, kind: FileKind, rules: Rules) -> DataFrame:
@@ -116,12 +119,13 @@ def typed_records(events: DataFrame, kind: FileKind, rules: Rules) -> DataFrame:
 
     Wide kinds are melted: one row per minute; a row whose Id/hour/field count fails stays one row.
     """
-    events = with_positions(events, kind)
-    structural_bad = _structural_reasons(kind)
+    columns = _Columns(kind)
+    ntz = events.sparkSession.conf.get("spark.sql.timestampType", "").upper() == "TIMESTAMP_NTZ"
+    structural_bad = columns.structural_reasons()
     value_column = kind.melt.value.name if kind.melt else None
     structural = [c for c in kind.columns if c.name != value_column]
-    typed = {c.name: typed_value(_field(kind, c.source), c) for c in structural}
-    reasons = [r for c in structural for r in column_reasons(_field(kind, c.source), typed[c.name], c, rules)]
+    typed = {c.name: typed_value(columns[c.source], c, ntz) for c in structural}
+    reasons = [r for c in structural for r in column_reasons(columns[c.source], typed[c.name], c, rules)]
     raw_cols = [F.col(c) for c in _RAW]
 
     if kind.melt is None:
@@ -134,9 +138,7 @@ def typed_records(events: DataFrame, kind: FileKind, rules: Rules) -> DataFrame:
     # Wide: structural checks on the hour row, value checks per melted minute.
     melt, value_col = kind.melt, kind.melt.value
     row_reasons_ = F.coalesce(structural_bad, collect_reasons(reasons))
-    first_minute = kind.header.index(f"{melt.prefix}00")
-    minutes = F.transform(F.slice(F.col("_pos"), first_minute + 1, melt.minutes),
-                          lambda position: F.get(F.col("_fields"), position))
+    minutes = F.array(*[columns[f"{melt.prefix}{i:02d}"] for i in range(melt.minutes)])
     rows = events.select(*[typed[c.name].alias(c.name) for c in structural],
                          row_reasons_.alias("_row_reasons"), minutes.alias("_minutes"), *raw_cols)
     value_type = "double" if value_col.type == "double" else "bigint"
@@ -147,7 +149,7 @@ def typed_records(events: DataFrame, kind: FileKind, rules: Rules) -> DataFrame:
         F.col("_row_reasons").alias("reasons"), *raw_cols)
     exploded = rows.where(F.size("_row_reasons") == 0).select(
         "*", F.posexplode("_minutes").alias("_minute", "_minute_raw"))
-    value = typed_value(F.col("_minute_raw"), value_col)
+    value = typed_value(F.col("_minute_raw"), value_col, ntz)
     good = exploded.select(
         *[(F.timestamp_add("MINUTE", F.col("_minute"), F.col(c.name)) if c.name == kind.time_column
            else value if c.name == value_col.name else F.col(c.name)).alias(c.name) for c in kind.columns],
@@ -254,12 +256,10 @@ class SilverWriter:
         lake = Lake(spark, self.settings)
         # the query's id is kept in its checkpoint: a new checkpoint is a new app for Delta's txn
         app = f"{self.query_name}:{spark.sparkContext.getLocalProperty('sql.streaming.queryId')}"
-        # the batch is read once into memory; each table then parses only its kinds' rows (the cache
-        # keeps min/max per column chunk, so a table's filter skips most of the others' rows)
-        batch = batch.persist()
+        # one column is read to count by event type; each table then reads and parses only its kinds'
+        # rows (nothing is cached: building Spark's cache costs more than reading the batch again)
         by_type = {r[0]: r[1] for r in batch.groupBy("event_type").count().collect()}
         if not by_type:
-            batch.unpersist()
             return
         kinds_present = {t: n for t, n in by_type.items() if t in BY_KIND}
         unknown = sum(n for t, n in by_type.items() if t not in BY_KIND)
@@ -269,7 +269,7 @@ class SilverWriter:
             kinds = [k for k in kinds_for_table(table) if k.kind in kinds_present]
             events = parse_events(batch.where(F.col("event_type").isin([k.kind for k in kinds])))
             records = union_all(typed_records(events.where(F.col("kind") == k.kind), k, self.rules)
-                                for k in kinds).persist()
+                                for k in kinds)
             return self._merge_table(lake, Txn(f"{app}:{table}", batch_id), table, kinds[0], records)
 
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
@@ -288,26 +288,32 @@ class SilverWriter:
         # last: the counts of a batch are logged once, after every write they describe
         lake.save(spark.createDataFrame([c.log_row(batch_id) for c in counts], INGEST_LOG_SCHEMA),
                   "silver", INGEST_LOG, txn=Txn(f"{app}:{INGEST_LOG}", batch_id))
-        for r in results:
-            r.records.unpersist()
-        batch.unpersist()
         log.info("silver batch %s: %s records, %d tables in %.1f s", batch_id, counts[0].records_in,
                  len(tables), time.monotonic() - started)
 
     def _merge_table(self, lake: Lake, txn: Txn, table: str, kind: FileKind, records: DataFrame) -> "_TableResult":
+        """Merge a table's records of the batch; returns its counts. A first load appends and gathers its
+        counts while it writes (one pass over the batch); a MERGE first needs the batch's Ids and key
+        range, to read only the target files that can hold them."""
         second = next(k for k in kind.key if k != "fitbit_id")
         valid = F.size("reasons") == 0
-        stats = records.agg(
-            F.count("*").alias("n"), F.count_if(~valid).alias("bad"),
-            F.min(F.when(valid, F.col(second))).alias("low"), F.max(F.when(valid, F.col(second))).alias("high"),
-            F.collect_set(F.when(valid, F.col("fitbit_id"))).alias("ids")).first()
-        written = WriteMetrics()
-        if stats["n"] > stats["bad"]:
-            winners = resolve_keys(valid_rows(records, kind), kind.key)
-            written = lake.merge(winners, "silver", table, kind.key, update=update_condition(kind),
-                                 target_filter=pruning_filter(kind, stats["ids"], stats["low"], stats["high"]),
-                                 txn=txn, properties=SILVER_PROPERTIES, lock=self._merge_lock)
-        return _TableResult(table, records, int(stats["n"]), written, {int(i) for i in stats["ids"]},
+        measures = [F.count("*").alias("n"), F.count_if(~valid).alias("bad"),
+                    F.min(F.when(valid, F.col(second))).alias("low"), F.max(F.when(valid, F.col(second))).alias("high"),
+                    F.collect_set(F.when(valid, F.col("fitbit_id"))).alias("ids")]
+        write = dict(update=update_condition(kind), txn=txn, properties=SILVER_PROPERTIES, lock=self._merge_lock)
+        if lake.exists("silver", table):
+            stats = records.agg(*measures).first().asDict()
+            written = WriteMetrics()
+            if stats["n"] > stats["bad"]:
+                written = lake.merge(resolve_keys(valid_rows(records, kind), kind.key), "silver", table, kind.key,
+                                     target_filter=pruning_filter(kind, stats["ids"], stats["low"], stats["high"]),
+                                     **write)
+        else:
+            observation = Observation()
+            observed = records.observe(observation, *measures)
+            written = lake.merge(resolve_keys(valid_rows(observed, kind), kind.key), "silver", table, kind.key, **write)
+            stats = observation.get
+        return _TableResult(table, int(stats["n"]), written, {int(i) for i in stats["ids"]},
                             quarantine_rows(records, table) if stats["bad"] else None)
 
     def _quarantine(self, lake: Lake, rows: DataFrame, txn: Txn) -> dict[str, int]:
@@ -340,7 +346,6 @@ class SilverWriter:
 @dataclass(frozen=True)
 class _TableResult:
     table: str
-    records: DataFrame          # the batch's typed records of the table (cached until the batch ends)
     records_in: int
     written: WriteMetrics
     ids: set[int]

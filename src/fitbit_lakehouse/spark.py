@@ -117,7 +117,7 @@ def get_spark(settings: Settings, app_name: str | None = None):
     log_level = os.environ.get("SPARK_LOG_LEVEL", "error").lower()
     java_options = " ".join([
         f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}", f"-Dfitbit.spark.log.level={log_level}",
-        f"-Dderby.system.home={settings.lake_dir / '_derby'}"])
+        f"-Dderby.system.home={settings.lake_dir / '_derby'}", *(settings.get("spark.driver_java_options") or [])])
     builder = (
         SparkSession.builder.appName(app_name or settings.get("spark.app_name"))
         .master(settings.get("spark.master"))

@@ -139,7 +139,15 @@ class Lake:
         return self.delta(layer, name).history(1).select("version").first()[0]
 
     def count(self, layer: str, name: str) -> int:
-        return self.read(layer, name).count() if self.exists(layer, name) else 0
+        """Rows of the table: from the record counts its log keeps per file (no data read, no Spark job)
+        when it is a local folder whose every file has them, else counted by Spark."""
+        if not self.exists(layer, name):
+            return 0
+        if self.by_path:
+            counted = logged_rows(self.path(layer, name))
+            if counted is not None:
+                return counted
+        return self.read(layer, name).count()
 
     def rows_added(self, layer: str, name: str, after_version: int | None) -> int:
         """Rows written by the commits after a version (from the commits' metrics, not the data)."""
@@ -235,6 +243,26 @@ class Lake:
         """Row counts of the commit tagged `tag` (zeros when no commit carries it: nothing was written)."""
         row = self.commit(layer, name, tag)
         return WriteMetrics.of_commit(row["operation"], row["operationMetrics"]) if row else WriteMetrics()
+
+
+def logged_rows(path: str) -> int | None:
+    """Sum of numRecords over the table's live files, read with delta-rs; None when that is not exact
+    (a file without statistics, deletion vectors) or delta-rs is not installed."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        from deltalake import DeltaTable
+    except ImportError:
+        return None
+    try:
+        actions = pa.table(DeltaTable(path).get_add_actions(flatten=True))
+    except Exception:   # noqa: BLE001 - a protocol delta-rs cannot read: let Spark count
+        return None
+    if "num_records" not in actions.column_names or actions["num_records"].null_count:
+        return None
+    if any(c.startswith("deletionVector") and actions[c].null_count < len(actions) for c in actions.column_names):
+        return None
+    return int(pc.sum(actions["num_records"]).as_py() or 0)
 
 
 def union_all(frames: Iterable[DataFrame]) -> DataFrame | None:
