@@ -9,13 +9,15 @@ STAMP := $(VENV)/.installed
 -include conf/local.env
 export
 
-.PHONY: help setup venv run test test-unit test-e2e stream alerts kafka-up kafka-down lab export bench clean clean-lake
+.PHONY: help setup venv run job backfill dashboard test test-unit test-e2e stream alerts kafka-up kafka-down lab export bench clean clean-lake
 
 help:
 	@echo "make run         the five notebooks headless on FITBIT_RAW_DIR (synthetic data when empty)"
 	@echo "make test        unit + end-to-end tests (real Kafka, Spark, Delta)"
 	@echo "make lab         JupyterLab on notebooks/ (start a broker first: make kafka-up)"
-	@echo "make stream      bronze + silver running continuously"
+	@echo "make job         the bundle's jobs run locally as Databricks runs them (JOB=fitbit_pipeline for one)"
+	@echo "make backfill FROM=2016-04-12 TO=2016-04-20   rebuild gold for a date range, then insights"
+	@echo "make stream      bronze, silver and gold running continuously"
 	@echo "make kafka-up    start the local Kafka broker / make kafka-down stops it"
 	@echo "make bench       benchmarks -> docs/benchmarks.md"
 
@@ -35,6 +37,18 @@ setup: $(STAMP)
 
 run: setup
 	$(PY) -m fitbit_lakehouse run
+
+# bundle.yml's jobs, locally: tasks in depends_on order, job parameters as widgets (PARAMS="a=1 b=2")
+JOB ?= all
+job: setup
+	$(PY) -m fitbit_lakehouse job $(JOB) $(foreach p,$(PARAMS),--param $(p))
+
+backfill: setup
+	@test -n "$(FROM)$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
+	$(PY) -m fitbit_lakehouse job fitbit_pipeline --only gold,insights --param start_date=$(FROM) --param end_date=$(TO)
+
+dashboard: venv
+	$(PY) -m fitbit_lakehouse dashboard
 
 test: setup
 	$(PY) -m pytest
@@ -71,4 +85,4 @@ clean:
 
 # deletes the lake (tables, checkpoints, the local broker's topic data)
 clean-lake: kafka-down
-	rm -rf data/bronze data/silver data/gold data/checkpoints data/kafka data/reports data/_synthetic data/mlflow.db data/mlflow-artifacts data/_warehouse data/_derby data/mlruns
+	rm -rf data/_producer data/bronze data/silver data/gold data/checkpoints data/kafka data/reports data/_synthetic data/mlflow.db data/mlflow-artifacts data/_warehouse data/_derby data/mlruns

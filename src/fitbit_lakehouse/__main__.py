@@ -26,6 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("insights", help="charts, report and an MLflow run")
     sub.add_parser("export", help="gold tables as Parquet and CSV extracts for BI tools")
     sub.add_parser("run", help="the five notebooks headless, with a broker for the run")
+    j = sub.add_parser("job", help="run a job of bundle.yml locally, as Databricks would (make job)")
+    j.add_argument("job", nargs="?", default="fitbit_pipeline", help="the job's key in resources/ (default: "
+                   "fitbit_pipeline; `all` = fitbit_producer, then fitbit_pipeline)")
+    j.add_argument("--target", default="dev", help="bundle target whose variables apply (default dev)")
+    j.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a job parameter, as `databricks bundle run --params` takes them (repeatable)")
+    j.add_argument("--only", help="only these tasks (comma-separated task keys)")
+    sub.add_parser("dashboard", help="rebuild dashboards/fitbit_wellness.lvdash.json from sql/queries")
     sub.add_parser("stream", help="bronze, silver and gold running continuously (Ctrl-C stops)")
     a = sub.add_parser("alerts", help="print goal alerts from the alerts topic as they arrive")
     a.add_argument("--latest", action="store_true", help="only alerts from now on")
@@ -35,15 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("action", choices=["up", "down", "status"])
     args = parser.parse_args(argv)
 
+    from .bundle import BundleError
     from .kafka_broker import BrokerError
     from .maven import SetupError
     from .pipeline import StepFailed, settings_from_params
+    from .privacy import PrivacyError
+    from .produce import NoInput
     from .silver import ReconciliationError
 
     settings = settings_from_params(raw_dir=getattr(args, "raw_dir", None))
     try:
         return _dispatch(args, settings)
-    except (BrokerError, SetupError, StepFailed, ReconciliationError) as exc:
+    except (BrokerError, BundleError, NoInput, PrivacyError, SetupError, StepFailed, ReconciliationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -72,6 +83,23 @@ def _dispatch(args, settings) -> int:
         print(f"wrote {len(paths)} extracts to {settings.reports_dir / 'bi'}")
     elif args.command == "run":
         pipeline.run_notebooks(settings)
+    elif args.command == "job":
+        from .bundle import BundleError, run_job
+
+        given = {}
+        for pair in args.param:
+            name, sep, value = pair.partition("=")
+            if not sep:
+                raise BundleError(f"--param {pair!r} is not NAME=VALUE")
+            given[name.strip()] = value.strip()
+        only = [t.strip() for t in args.only.split(",")] if args.only else None
+        jobs = ["fitbit_producer", "fitbit_pipeline"] if args.job == "all" else [args.job]
+        for job in jobs:   # with `all`, each job takes the parameters it has
+            run_job(settings, job, args.target, given, only, ignore_unknown=len(jobs) > 1)
+    elif args.command == "dashboard":
+        from .bundle import write_dashboard
+
+        print(f"wrote {write_dashboard(settings.project_root)}")
     elif args.command == "alerts":
         from .alerts import consume_alerts
         from .kafka_broker import ensure_broker

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from .config import Settings
 from .gold import GOAL_ALERTS
-from .kafka_broker import BrokerError, make_producer
+from .kafka_broker import BrokerError, client_options, make_producer
 from .tables import Lake
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def consume_alerts(settings: Settings, from_beginning: bool = True, idle_timeout
                              auto_offset_reset="earliest" if from_beginning else "latest",
                              isolation_level="read_committed",
                              consumer_timeout_ms=int(idle_timeout_s * 1000) if idle_timeout_s else float("inf"),
-                             client_id="fitbit-alerts-console")
+                             client_id="fitbit-alerts-console", **client_options(settings))
     seen = 0
     try:
         for message in consumer:

@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 from .catalogue import HEADER_COLUMNS, HEADER_FILE, HEADER_KIND, HEADER_ROW
 from .config import Settings
+from .kafka_broker import spark_options
 from .spark import trigger_of
 from .tables import BRONZE_EVENTS, Lake
 
@@ -57,6 +58,7 @@ def read_kafka_stream(spark, settings: Settings) -> DataFrame:
             .option("startingOffsets", settings.get("bronze.starting_offsets"))
             .option("maxOffsetsPerTrigger", settings.get("bronze.max_offsets_per_trigger"))
             .option("failOnDataLoss", str(settings.get("bronze.fail_on_data_loss")).lower())
+            .options(**spark_options(settings))
             .load())
 
 

@@ -97,7 +97,12 @@ class Settings:
 
     @property
     def bootstrap_servers(self) -> str:
-        return self.get("kafka.bootstrap_servers")
+        """The configured address, else the secret `bootstrap_servers` (a workspace's broker)."""
+        if self.get("kafka.bootstrap_servers"):
+            return self.get("kafka.bootstrap_servers")
+        from .secrets import secret
+
+        return secret(self, "bootstrap_servers") or ""
 
     @property
     def events_topic(self) -> str:

@@ -92,8 +92,10 @@ def log_to_mlflow(settings: Settings, summary: dict, artifacts: list[Path]) -> s
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     name = settings.get("mlflow.experiment")
-    if mlflow.get_experiment_by_name(name) is None:   # artifacts beside the tracking store, not in the cwd
-        mlflow.create_experiment(name, artifact_location=(settings.lake_dir / "mlflow-artifacts").resolve().as_uri())
+    artifacts_under = settings.get("mlflow.artifact_location")
+    if mlflow.get_experiment_by_name(name) is None:   # locally beside the tracking store, not in the cwd
+        mlflow.create_experiment(name, artifact_location=(settings.lake_dir / artifacts_under).resolve().as_uri()
+                                 if artifacts_under else None)
     mlflow.set_experiment(name)
     with mlflow.start_run(run_name=f"insights-{datetime.now():%Y%m%d-%H%M%S}") as run:
         mlflow.log_params({"kpi.steps_goal": settings.get("kpi.activity.steps_goal"),

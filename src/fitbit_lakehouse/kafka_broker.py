@@ -47,6 +47,51 @@ def parse_bootstrap(bootstrap: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def client_options(settings: Settings) -> dict:
+    """kafka-python security options: the protocol, and for SASL the credentials from the secrets."""
+    protocol = (settings.get("kafka.security_protocol") or "PLAINTEXT").upper()
+    options: dict = {"security_protocol": protocol}
+    if "SSL" in protocol and settings.get("kafka.ssl_cafile"):
+        options["ssl_cafile"] = settings.get("kafka.ssl_cafile")
+    if protocol.startswith("SASL"):
+        username, password = _sasl_credentials(settings)
+        options.update(sasl_mechanism=settings.get("kafka.sasl_mechanism"), sasl_plain_username=username,
+                       sasl_plain_password=password)
+    return options
+
+
+def spark_options(settings: Settings) -> dict:
+    """The same security settings as options of Spark's Kafka source (`kafka.`-prefixed)."""
+    protocol = (settings.get("kafka.security_protocol") or "PLAINTEXT").upper()
+    options = {"kafka.security.protocol": protocol}
+    if "SSL" in protocol and settings.get("kafka.ssl_cafile"):
+        options.update({"kafka.ssl.truststore.type": "PEM",
+                        "kafka.ssl.truststore.location": settings.get("kafka.ssl_cafile")})
+    if protocol.startswith("SASL"):
+        username, password = _sasl_credentials(settings)
+        mechanism = settings.get("kafka.sasl_mechanism")
+        module = "scram.ScramLoginModule" if mechanism.startswith("SCRAM") else "plain.PlainLoginModule"
+        # Databricks shades the Kafka client: its classes live under `kafkashaded.`
+        prefix = settings.get("kafka.shaded_class_prefix") or ""
+        quoted = [v.replace("\\", "\\\\").replace('"', '\\"') for v in (username, password)]
+        options.update({
+            "kafka.sasl.mechanism": mechanism,
+            "kafka.sasl.jaas.config": f'{prefix}org.apache.kafka.common.security.{module} required '
+                                      f'username="{quoted[0]}" password="{quoted[1]}";'})
+    return options
+
+
+def _sasl_credentials(settings: Settings) -> tuple[str, str]:
+    from .secrets import secret, where
+
+    username, password = secret(settings, "kafka_username"), secret(settings, "kafka_password")
+    if not username or not password:
+        raise BrokerError(f"kafka.security_protocol is {settings.get('kafka.security_protocol')}, but the "
+                          f"credentials are missing: put them in {where(settings, 'kafka_username')} and "
+                          f"{where(settings, 'kafka_password')}.")
+    return username, password
+
+
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -55,7 +100,7 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def speaks_kafka(bootstrap: str, timeout_s: float = 10.0) -> bool:
+def speaks_kafka(bootstrap: str, timeout_s: float = 10.0, **security) -> bool:
     """True when a Kafka broker answers an ApiVersions/metadata request at the address."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
@@ -63,7 +108,7 @@ def speaks_kafka(bootstrap: str, timeout_s: float = 10.0) -> bool:
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fitbit-healthcheck",
                                  request_timeout_ms=int(timeout_s * 1000),
-                                 bootstrap_timeout_ms=int(timeout_s * 1000))
+                                 bootstrap_timeout_ms=int(timeout_s * 1000), **security)
     except (KafkaError, OSError, ValueError):
         return False
     try:
@@ -241,6 +286,7 @@ def make_producer(settings: Settings, client_id: str = "fitbit-producer"):
             bootstrap_timeout_ms=timeout_ms,
             max_block_ms=timeout_ms,
             request_timeout_ms=timeout_ms,
+            **client_options(settings),
         )
     except KafkaError as exc:
         raise BrokerError(f"No Kafka broker answers at {settings.bootstrap_servers} ({type(exc).__name__}): "
@@ -248,20 +294,26 @@ def make_producer(settings: Settings, client_id: str = "fitbit-producer"):
 
 
 def ensure_broker(settings: Settings) -> BrokerHandle:
-    """A broker answering at the configured address: the existing one, or a local one started now."""
+    """A broker answering at the configured address: the existing one, or a local one started now
+    (only where conf allows it: a Databricks cluster never starts a broker)."""
     bootstrap = settings.bootstrap_servers
+    if not bootstrap:
+        raise BrokerError("No Kafka address: set the bundle variable kafka_bootstrap_servers (job parameter "
+                          "bootstrap_servers), or the secret bootstrap_servers, or KAFKA_BOOTSTRAP_SERVERS.")
     host, port = parse_bootstrap(bootstrap)
     if port_open(host, port):
-        if speaks_kafka(bootstrap):
+        if speaks_kafka(bootstrap, **client_options(settings)):
             return BrokerHandle(bootstrap, started_here=False)
-        raise BrokerError(f"Port {port} on {host} is taken by something that is not Kafka: stop it, or "
-                          f"set KAFKA_BOOTSTRAP_SERVERS=localhost:<free port> to run a local broker there.")
-    if host not in LOCAL_HOSTS:
-        raise BrokerError(f"No Kafka broker answers at {bootstrap}: start it, or unset "
-                          f"KAFKA_BOOTSTRAP_SERVERS to run a local broker on localhost:9092.")
+        raise BrokerError(f"Port {port} on {host} is taken by something that is not Kafka (or that refused "
+                          f"this client's kafka.security_protocol): stop it, or set "
+                          f"KAFKA_BOOTSTRAP_SERVERS=localhost:<free port> to run a local broker there.")
+    if host not in LOCAL_HOSTS or not settings.get("kafka.start_local_broker"):
+        raise BrokerError(f"No Kafka broker answers at {bootstrap}: start it, or point the pipeline at one "
+                          f"(KAFKA_BOOTSTRAP_SERVERS locally; on Databricks the bundle variable "
+                          f"kafka_bootstrap_servers, i.e. the job parameter bootstrap_servers).")
     broker = LocalBroker(settings)
     log.info("No Kafka at %s: starting a local KRaft broker (Kafka %s), data in %s",
-                bootstrap, broker.version, broker.data_dir)
+             bootstrap, broker.version, broker.data_dir)
     pid = broker.start()
     ensure_topics(settings)
     return BrokerHandle(bootstrap, started_here=True, pid=pid)
@@ -279,7 +331,8 @@ def ensure_topics(settings: Settings) -> dict[str, str]:
     from kafka.errors import TopicAlreadyExistsError
 
     topics = (settings.events_topic, settings.alerts_topic)
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="fitbit-admin")
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="fitbit-admin",
+                             **client_options(settings))
     try:
         existing = set(admin.list_topics())
         configs = {k: str(v) for k, v in (settings.get("kafka.topic_config") or {}).items()}

@@ -10,9 +10,11 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings, load_settings
+from .params import JOB_PARAMETERS, read_params
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,17 @@ def settings_from_params(**params) -> Settings:
     for noisy in ("py4j", "mlflow", "alembic", "matplotlib", "traitlets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.ERROR)   # kafka-python's timing warnings are not for users
-    mapping = {"raw_dir": "paths.raw_dir", "lake_dir": "paths.lake_dir",
-               "bootstrap_servers": "kafka.bootstrap_servers", "bronze_trigger": "bronze.trigger",
-               "silver_trigger": "silver.trigger", "speed": "producer.speed"}
+    mapping = {**JOB_PARAMETERS, "bronze_trigger": "bronze.trigger", "silver_trigger": "silver.trigger",
+               "speed": "producer.speed"}
     return load_settings().with_overrides(**{mapping.get(k, k): v for k, v in params.items()})
+
+
+def notebook_settings(**cell_values) -> tuple[Settings, dict]:
+    """A notebook's Settings and its step's own arguments, from its parameters: the widgets where
+    there are widgets (a Databricks job, `make job`), else the parameters cell's values."""
+    params = read_params(**cell_values)
+    job_params = {k: v for k, v in params.items() if k in JOB_PARAMETERS}
+    return settings_from_params(**job_params), {k: v for k, v in params.items() if k not in JOB_PARAMETERS}
 
 
 def _timed_report(settings: Settings, step: str, started: float, payload: dict) -> dict:
@@ -44,7 +53,7 @@ def _timed_report(settings: Settings, step: str, started: float, payload: dict) 
 
 
 def produce_step(settings: Settings, file_filter: str | None = None, limit: int | None = None,
-                 speed: float | None = None, replay: bool = False) -> dict:
+                 speed: float | None = None, replay: bool = False, synthetic: bool | None = None) -> dict:
     from .kafka_broker import ensure_broker, ensure_topics
     from .produce import produce_from_settings
 
@@ -52,7 +61,8 @@ def produce_step(settings: Settings, file_filter: str | None = None, limit: int 
     ensure_broker(settings)
     topic_ids = ensure_topics(settings)
     summary = produce_from_settings(settings, file_filter=file_filter, limit=limit, speed=speed,
-                                    replay=replay, topic_id=topic_ids.get(settings.events_topic))
+                                    replay=replay, topic_id=topic_ids.get(settings.events_topic),
+                                    synthetic=synthetic)
     print(summary)
     return _timed_report(settings, "produce", started, {**summary.as_dict(), "records": summary.rows,
                                                         "unit": "rows sent"})
@@ -81,7 +91,12 @@ def silver_step(settings: Settings, trigger: str | None = None) -> list[dict]:
 
 
 def gold_step(settings: Settings, start_date=None, end_date=None) -> dict:
-    """Gold brought up to date with silver (or a date range rebuilt), then new alerts published."""
+    """Gold brought up to date with silver (or, with a start or end date, that range rebuilt: a
+    backfill), then new alerts published. Dates are `date`s or ISO text; "" or None = open."""
+    from datetime import date
+
+    start_date, end_date = (date.fromisoformat(d) if isinstance(d, str) and d else (d or None)
+                            for d in (start_date, end_date))
     from .alerts import publish_alerts
     from .gold import run_gold
     from .kafka_broker import ensure_broker, ensure_topics
@@ -108,18 +123,35 @@ def insights_step(settings: Settings) -> dict:
     return result
 
 
-def warm_up() -> None:
+def warm_up(job_params: dict | None = None) -> None:
     """Start the Spark session ahead of the first step that needs it (errors show up there instead)."""
     from .spark import get_spark
 
     try:
-        get_spark(load_settings())
+        overrides = {JOB_PARAMETERS[k]: v for k, v in (job_params or {}).items()}
+        get_spark(load_settings().with_overrides(**overrides))
     except Exception:   # noqa: BLE001 - the step that needs Spark reports the problem
         pass
 
 
+@dataclass(frozen=True)
+class NotebookRun:
+    """One notebook to execute; `widgets`, when given, are what `dbutils.widgets` holds for it."""
+    name: str
+    path: Path
+    widgets: dict | None = None
+
+
 def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir: Path | None = None) -> None:
     """`make run`: the five notebooks headless, in order, in one kernel, with a broker for the run."""
+    notebooks_dir = notebooks_dir or settings.project_root / "notebooks"
+    execute_notebooks(settings, [NotebookRun(n, notebooks_dir / f"{n}.ipynb") for n in NOTEBOOKS],
+                      out_dir or notebooks_dir / "_executed")
+
+
+def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path) -> None:
+    """Notebooks headless, in order, in one Jupyter kernel (one Python process, one Spark application),
+    with a broker for the run; one line per notebook, then where the results are."""
     logging.getLogger("fitbit_lakehouse").setLevel(logging.WARNING)   # one line per step, printed below
     import nbformat
     from jupyter_client.manager import start_new_kernel
@@ -129,47 +161,49 @@ def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir
     from .catalogue import scan_sources
     from .kafka_broker import ensure_broker, stop_local_broker
 
-    notebooks_dir = notebooks_dir or settings.project_root / "notebooks"
-    out_dir = out_dir or notebooks_dir / "_executed"
     out_dir.mkdir(parents=True, exist_ok=True)
     run_started = time.monotonic()
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     kernel_log = open(settings.reports_dir / "kernel.log", "w")   # the JVM's own output, if any
-    kernel, client = start_new_kernel(kernel_name="python3", cwd=str(notebooks_dir), stdout=kernel_log,
+    kernel, client = start_new_kernel(kernel_name="python3", cwd=str(runs[0].path.parent), stdout=kernel_log,
                                       stderr=kernel_log)
     # Spark starts in the kernel while the broker starts and 01_produce runs (it needs no Spark)
+    job_params = {k: v for k, v in (runs[0].widgets or {}).items() if k in JOB_PARAMETERS}
     client.execute("import threading\nfrom fitbit_lakehouse import pipeline as _pipeline\n"
-                   "threading.Thread(target=_pipeline.warm_up, daemon=True).start()", silent=True)
+                   f"threading.Thread(target=_pipeline.warm_up, args=({job_params!r},), daemon=True).start()",
+                   silent=True)
     handle = None
     try:
         handle = ensure_broker(settings)
         print(f"Kafka: {'a local broker started for this run' if handle.started_here else 'the broker'} at "
               f"{handle.bootstrap_servers}", flush=True)
-        scan = scan_sources(settings.raw_dir)
-        if scan.files:
-            print(f"Input: {len(scan.files)} Fitbit CSV files in {settings.raw_dir}", flush=True)
-        else:
-            print(f"No Fitbit CSV in {settings.raw_dir}: this run uses a synthetic data set in the Kaggle "
-                  f"schema (set FITBIT_RAW_DIR to use real data)", flush=True)
-        for name in NOTEBOOKS:
+        if any(run.path.stem == NOTEBOOKS[0] for run in runs):
+            scan = scan_sources(settings.raw_dir)
+            if scan.files:
+                print(f"Input: {len(scan.files)} Fitbit CSV files in {settings.raw_dir}", flush=True)
+            elif settings.get("producer.synthetic_when_empty"):
+                print(f"No Fitbit CSV in {settings.raw_dir}: this run uses a synthetic data set in the Kaggle "
+                      f"schema (set FITBIT_RAW_DIR to use real data)", flush=True)
+        for run in runs:
             started = time.monotonic()
-            notebook = nbformat.read(notebooks_dir / f"{name}.ipynb", as_version=4)
+            _set_widgets(client, run.widgets)
+            notebook = nbformat.read(run.path, as_version=4)
             runner = NotebookClient(notebook, km=kernel, timeout=None,
-                                    resources={"metadata": {"path": str(notebooks_dir)}})
+                                    resources={"metadata": {"path": str(run.path.parent)}})
             runner.kc = client
+            executed = out_dir / run.path.name
             try:
                 runner.execute()
             except CellExecutionError as exc:
                 error = str(exc).strip().splitlines()
-                raise StepFailed(f"{name} failed ({error[-1] if error else 'see the notebook'}): see the "
-                                 f"executed notebook {out_dir / f'{name}.ipynb'}") from None
+                raise StepFailed(f"{run.name} failed ({error[-1] if error else 'see the notebook'}): see the "
+                                 f"executed notebook {executed}") from None
             finally:
-                nbformat.write(notebook, out_dir / f"{name}.ipynb")
-            step = name.split("_", 1)[1]
-            report = settings.reports_dir / f"{step}.json"
+                nbformat.write(notebook, executed)
+            report = settings.reports_dir / f"{run.path.stem.split('_', 1)[-1]}.json"
             summary = json.loads(report.read_text()) if report.exists() else {}
             records = f"{summary['records']:>12,} {summary.get('unit', '')}" if "records" in summary else ""
-            print(f"{name:<12} {records:<36} {time.monotonic() - started:7.1f} s", flush=True)
+            print(f"{run.name:<12} {records:<36} {time.monotonic() - started:7.1f} s", flush=True)
     finally:
         client.stop_channels()
         kernel.shutdown_kernel(now=True)
@@ -181,11 +215,23 @@ def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir
     from .tables import logged_rows
 
     counts = {name: logged_rows(str(settings.lake_dir / "gold" / name)) for name in GOLD_KEYS}
-    print("  Gold rows: " + ", ".join(f"{k} {v:,}" for k, v in counts.items() if v is not None))
+    if any(v is not None for v in counts.values()):
+        print("  Gold rows: " + ", ".join(f"{k} {v:,}" for k, v in counts.items() if v is not None))
     print(f"  Delta tables:       {settings.lake_dir}/bronze, silver, gold")
     print(f"  Reports and charts: {settings.reports_dir}")
     print(f"  Executed notebooks: {out_dir}")
     print(f"  MLflow:             {settings.mlflow_tracking_uri}")
+
+
+def _set_widgets(client, widgets: dict | None) -> None:
+    """Define `dbutils` in the kernel with these widget values (None: no dbutils, as in JupyterLab)."""
+    code = ("from fitbit_lakehouse.params import LocalDbutils\n"
+            f"dbutils = LocalDbutils({ {k: '' if v is None else str(v) for k, v in widgets.items()}!r})"
+            if widgets is not None
+            else "globals().pop('dbutils', None)")
+    reply = client.execute_interactive(code, silent=True, timeout=60)
+    if reply["content"]["status"] != "ok":
+        raise StepFailed(f"could not set the notebook's widgets: {reply['content'].get('evalue')}")
 
 
 def stream(settings: Settings) -> None:

@@ -14,16 +14,27 @@ from .config import Settings
 
 log = logging.getLogger(__name__)
 
+
+class PrivacyError(RuntimeError):
+    """A missing secret; the message says where to put it."""
+
 KEY_CHARS = 32   # hex characters kept of the 64-character HMAC
 
 
 def user_key_secret(settings: Settings) -> str:
-    secret = os.environ.get(settings.get("privacy.user_key_secret_env"))
-    if secret:
-        return secret
-    log.warning("%s is not set: user_key uses the development secret; set it for real data",
-                settings.get("privacy.user_key_secret_env"))
-    return settings.get("privacy.user_key_dev_secret")
+    """The HMAC secret: $FITBIT_USER_KEY_SECRET, else the secret `user_key_secret`, else (where conf
+    allows one) the public development secret, with a warning."""
+    from .secrets import secret, where
+
+    value = os.environ.get(settings.get("privacy.user_key_secret_env")) or secret(settings, "user_key_secret")
+    if value:
+        return value
+    dev_secret = settings.get("privacy.user_key_dev_secret")
+    if not dev_secret:
+        raise PrivacyError(f"No user-key secret: put one in {where(settings, 'user_key_secret')}.")
+    log.warning("No user-key secret (%s or %s): user_key uses the public development secret; set one for "
+                "real data", settings.get("privacy.user_key_secret_env"), where(settings, "user_key_secret"))
+    return dev_secret
 
 
 def user_key(fitbit_id: int | str, secret: str) -> str:

@@ -349,10 +349,19 @@ def _send_paced(sender: _Sender, rows: list, speed: float) -> int:
     return len(timed)
 
 
-def resolve_raw_dir(settings: Settings) -> tuple[Path, bool]:
-    """FITBIT_RAW_DIR when it holds a Fitbit CSV, else a synthetic data set generated once."""
+class NoInput(RuntimeError):
+    """The raw folder holds no Fitbit CSV and synthetic data was not asked for."""
+
+
+def resolve_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> tuple[Path, bool]:
+    """FITBIT_RAW_DIR when it holds a Fitbit CSV, else (where allowed) a synthetic data set generated once."""
     if scan_sources(settings.raw_dir).files:
         return settings.raw_dir, False
+    if synthetic_when_empty is None:
+        synthetic_when_empty = settings.get("producer.synthetic_when_empty")
+    if not synthetic_when_empty:
+        raise NoInput(f"No Fitbit CSV in {settings.raw_dir}: upload the Kaggle files there, or set the job "
+                      f"parameter synthetic=true to replay a synthetic data set instead.")
     from . import synthetic
 
     target = settings.synthetic_dir
@@ -368,9 +377,9 @@ def resolve_raw_dir(settings: Settings) -> tuple[Path, bool]:
 
 def produce_from_settings(settings: Settings, file_filter: str | None = None, limit: int | None = None,
                           speed: float | None = None, replay: bool = False,
-                          topic_id: str | None = None) -> ProduceSummary:
+                          topic_id: str | None = None, synthetic: bool | None = None) -> ProduceSummary:
     """The 01_produce step: resolve the raw files (or synthetic ones) and send what is new."""
-    raw_dir, synthetic = resolve_raw_dir(settings)
+    raw_dir, synthetic = resolve_raw_dir(settings, synthetic)
     scan = scan_sources(raw_dir)
     for unknown in scan.unknown:
         log.warning("Skipping %s: not a known Fitbit file", unknown)

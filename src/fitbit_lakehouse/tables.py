@@ -94,8 +94,8 @@ class Lake:
 
     def name(self, layer: str, name: str) -> str:
         catalog = self.settings.get("storage.catalog")
-        schema = self.settings.get(f"storage.schemas.{layer}", layer)
-        return f"{catalog}.{schema}.{name}"
+        prefix = self.settings.get("storage.schema_prefix")
+        return f"{catalog}.{prefix}_{layer}.{name}" if prefix else f"{catalog}.{layer}.{name}"
 
     def checkpoint(self, layer: str, name: str) -> str:
         return str(self.settings.checkpoints_dir / layer / name)

@@ -1,0 +1,166 @@
+"""bundle.yml: valid against the Databricks bundle schema, every job a valid databricks-bundles Job,
+and what the files mean checked too (what `databricks bundle validate` and a workspace would reject)."""
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fitbit_lakehouse.bundle import BundleError, dashboard_json, job_tasks, load_bundle
+from fitbit_lakehouse.params import JOB_PARAMETERS
+
+ROOT = Path(__file__).resolve().parents[2]
+# `databricks bundle schema` (CLI commit 7bbe2852), as ../shared/databricks/bundle_schema.json, gzipped
+SCHEMA = ROOT / "tests" / "fixtures" / "databricks" / "bundle_schema.json.gz"
+
+
+@pytest.fixture(scope="module")
+def validator():
+    import jsonschema
+
+    text = gzip.decompress(SCHEMA.read_bytes()).decode()
+    # the schema's patterns use Go's \p{L} / \p{N} classes, which Python's re lacks: same meaning in re
+    text = text.replace(r"[\\p{L}\\p{N}]", r"[^\\W_]").replace(r"\\p{L}", r"[^\\W\\d_]")
+    return jsonschema.Draft202012Validator(json.loads(text))
+
+
+def merged_config() -> dict:
+    """bundle.yml with the files it includes merged in, as the CLI assembles it."""
+    tree = yaml.safe_load((ROOT / "bundle.yml").read_text())
+    for pattern in tree["include"]:
+        for path in sorted(ROOT.glob(pattern)):
+            for kind, items in (yaml.safe_load(path.read_text())["resources"]).items():
+                tree.setdefault("resources", {}).setdefault(kind, {}).update(items)
+    return tree
+
+
+def notebook_parameters(path: Path) -> set[str]:
+    """Names the notebook's parameters cell assigns (what it can read as widgets)."""
+    cells = json.loads(path.read_text())["cells"]
+    cell = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    return set(re.findall(r"^(\w+)\s*=", "".join(cell["source"]), flags=re.M))
+
+
+def test_bundle_and_includes_match_the_schema(validator):
+    config = merged_config()
+    assert sorted(config["resources"]) == ["dashboards", "jobs", "schemas", "volumes"]
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message[:200]}" for e in validator.iter_errors(config)]
+    assert errors == []
+
+
+def test_the_schema_check_catches_a_misspelt_field(validator):
+    config = copy.deepcopy(merged_config())
+    config["resources"]["jobs"]["fitbit_pipeline"]["tasks"][0]["notebook_taks"] = {"notebook_path": "x"}
+    assert list(validator.iter_errors(config)), "a misspelt task field must fail the schema"
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_every_job_is_a_valid_databricks_bundles_job(target):
+    from databricks.bundles.jobs import DataSecurityMode, Job
+
+    bundle = load_bundle(ROOT, target)
+    assert set(bundle["resources"]["jobs"]) == {"fitbit_producer", "fitbit_pipeline"}
+    for key, spec in bundle["resources"]["jobs"].items():
+        job = Job.from_dict({k: v for k, v in spec.items() if k != "_dir"})
+        assert job.tasks, key
+        for cluster in job.job_clusters:
+            assert cluster.new_cluster.data_security_mode == DataSecurityMode.SINGLE_USER
+            assert cluster.new_cluster.spark_env_vars["FITBIT_ENV"] == "workspace"
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_validate_needs_no_var(target):
+    """Every variable has a value for every target, so `databricks bundle validate -t <target>` needs no --var."""
+    tree = yaml.safe_load((ROOT / "bundle.yml").read_text())
+    given = set((tree["targets"][target] or {}).get("variables") or {})
+    missing = [name for name, spec in tree["variables"].items() if "default" not in spec and name not in given]
+    assert missing == []
+    load_bundle(ROOT, target)   # and every ${...} resolves
+
+
+def test_targets_isolate_dev_and_secure_prod():
+    tree = yaml.safe_load((ROOT / "bundle.yml").read_text())
+    dev, prod = tree["targets"]["dev"], tree["targets"]["prod"]
+    assert dev["mode"] == "development" and dev["default"] is True
+    assert prod["mode"] == "production" and prod["workspace"]["root_path"]
+    # prod: one copy, in a folder only its owner writes to; everyone else may view the jobs and run the dashboard
+    assert not prod["workspace"]["root_path"].startswith("/Workspace/Shared")
+    prod_jobs = load_bundle(ROOT, "prod")["resources"]["jobs"]
+    assert all({"group_name": "users", "level": "CAN_VIEW"} in job["permissions"] for job in prod_jobs.values())
+    assert all("permissions" not in job for job in load_bundle(ROOT, "dev")["resources"]["jobs"].values())
+    # dev: per-user schemas (hence tables, volumes, checkpoints) and experiment
+    assert "${workspace.current_user.short_name}" in dev["variables"]["schema_prefix"]
+    alice, bob = load_bundle(ROOT, "dev", user="alice"), load_bundle(ROOT, "dev", user="bob")
+    lake = lambda b: next(p["default"] for p in b["resources"]["jobs"]["fitbit_pipeline"]["parameters"]  # noqa: E731
+                          if p["name"] == "lake_dir")
+    assert lake(alice) != lake(bob) and lake(alice).startswith("/Volumes/")
+    assert lake(load_bundle(ROOT, "prod", user="alice")) == lake(load_bundle(ROOT, "prod", user="bob"))
+
+
+def test_jobs_run_in_dependency_order_and_every_parameter_reaches_the_notebooks():
+    bundle = load_bundle(ROOT, "dev")
+    assert [t.key for t in job_tasks(bundle, "fitbit_producer")] == ["produce"]
+    assert [t.key for t in job_tasks(bundle, "fitbit_pipeline")] == ["bronze", "silver", "gold", "insights"]
+    assert "schedule" in bundle["resources"]["jobs"]["fitbit_pipeline"]
+    assert "schedule" not in bundle["resources"]["jobs"]["fitbit_producer"]
+    for key in ("fitbit_producer", "fitbit_pipeline"):
+        names = {p["name"] for p in bundle["resources"]["jobs"][key]["parameters"]}
+        for task in job_tasks(bundle, key):
+            assert task.notebook.is_file()
+            declared = notebook_parameters(task.notebook)
+            assert set(JOB_PARAMETERS) <= declared, task.key   # settings parameters: every notebook
+        used = set().union(*(notebook_parameters(t.notebook) for t in job_tasks(bundle, key)))
+        assert names <= used, f"{key}: parameters no notebook reads: {names - used}"
+
+
+def test_unknown_job_or_target_is_a_clear_error():
+    with pytest.raises(BundleError, match="no target 'staging'"):
+        load_bundle(ROOT, "staging")
+    with pytest.raises(BundleError, match="no job 'nope'.*fitbit_pipeline"):
+        job_tasks(load_bundle(ROOT, "dev"), "nope")
+
+
+def test_dashboard_is_built_from_the_sql_queries():
+    built = dashboard_json(ROOT / "sql" / "queries")
+    committed = json.loads((ROOT / "dashboards" / "fitbit_wellness.lvdash.json").read_text())
+    assert committed == built, "run `make dashboard` after changing sql/queries"
+    datasets = {d["name"] for d in built["datasets"]}
+    assert datasets == {p.stem for p in (ROOT / "sql" / "queries").glob("*.sql")}
+    for item in built["pages"][0]["layout"]:
+        query = item["widget"]["queries"][0]["query"]
+        assert query["datasetName"] in datasets
+        sql = "".join(next(d for d in built["datasets"] if d["name"] == query["datasetName"])["queryLines"])
+        for field in query["fields"]:
+            assert field["name"] in sql, (field["name"], query["datasetName"])
+    spec = yaml.safe_load((ROOT / "resources" / "fitbit_wellness.dashboard.yml").read_text())
+    dashboard = spec["resources"]["dashboards"]["fitbit_wellness"]
+    assert (ROOT / "resources" / dashboard["file_path"]).resolve().is_file()
+
+
+def test_packaging_leaves_spark_to_the_runtime_and_ignores_build_output():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["dependencies"])
+    assert "pyspark" not in runtime and "delta-spark" not in runtime
+    assert any(d.startswith("pyspark") for d in project["optional-dependencies"]["local"])
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert {".databricks/", "build/", "dist/"} <= set(ignored)
+    assert not (ROOT / "databricks.yml").exists(), "bundle.yml is the bundle root: never ship both"
+
+
+def test_workspace_conf_uses_databricks_services():
+    from fitbit_lakehouse.config import load_settings
+
+    settings = load_settings(env="workspace", conf_dir=ROOT / "conf", environ={})
+    assert settings.mlflow_tracking_uri == "databricks"
+    assert settings.get("mlflow.experiment").startswith("/")
+    assert settings.get("kafka.start_local_broker") is False
+    assert settings.get("producer.synthetic_when_empty") is False
+    assert settings.get("privacy.user_key_dev_secret") == ""
+    assert settings.get("storage.kind") == "catalog"

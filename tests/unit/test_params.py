@@ -1,0 +1,115 @@
+"""Notebook parameters (widgets vs the parameters cell), secrets, and the workspace-side guards."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fitbit_lakehouse.config import load_settings
+from fitbit_lakehouse.params import LocalDbutils, LocalSecrets, read_params, split_params, typed_like
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings(**overrides):
+    return load_settings(env="local", conf_dir=ROOT / "conf", environ={}).with_overrides(**overrides)
+
+
+def test_without_dbutils_the_cell_values_are_the_parameters():
+    assert read_params(lake_dir="", limit=None, replay=False) == {"lake_dir": "", "limit": None, "replay": False}
+
+
+def test_widgets_win_over_the_cell_and_are_typed_like_it():
+    dbutils = LocalDbutils({"lake_dir": "/lake/w", "limit": "25", "replay": "true", "speed": "2.5"})
+    params = read_params(dbutils, lake_dir="", limit=None, replay=False, speed=None, file_filter="dailyActivity")
+    assert params == {"lake_dir": "/lake/w", "limit": 25, "replay": True, "speed": 2.5,
+                      "file_filter": "dailyActivity"}   # no widget pushed: the cell's value is the default
+
+
+def test_typed_like():
+    assert typed_like("", None) is None and typed_like("", "") == ""
+    assert typed_like("false", False) is False and typed_like("TRUE", None) is True
+    assert typed_like("7", 0) == 7 and typed_like("2016-04-12", "") == "2016-04-12"
+    with pytest.raises(ValueError):
+        typed_like("maybe", False)
+
+
+def test_job_parameters_become_settings_and_the_rest_step_arguments():
+    overrides, step = split_params({"lake_dir": "/l", "bootstrap_servers": "b:1", "start_date": "2016-04-12"})
+    assert overrides == {"paths.lake_dir": "/l", "kafka.bootstrap_servers": "b:1"}
+    assert step == {"start_date": "2016-04-12"}
+
+
+def test_notebook_settings_read_the_widgets(monkeypatch):
+    from fitbit_lakehouse import params, pipeline
+
+    widgets = LocalDbutils({"lake_dir": "/tmp/widget-lake", "bootstrap_servers": "kafka.example:9093",
+                            "schema_prefix": "fitbit_alice", "start_date": "2016-04-12"})
+    monkeypatch.setattr(params, "active_dbutils", lambda: widgets)
+    config, step = pipeline.notebook_settings(lake_dir="", bootstrap_servers="", schema_prefix="",
+                                              start_date="", end_date="")
+    assert str(config.lake_dir) == "/tmp/widget-lake"
+    assert config.bootstrap_servers == "kafka.example:9093"
+    assert config.get("storage.schema_prefix") == "fitbit_alice"
+    assert step == {"start_date": "2016-04-12", "end_date": ""}
+
+
+def test_secrets_from_the_environment_locally():
+    secrets = LocalSecrets({"FITBIT_SECRET_FITBIT_KAFKA_PASSWORD": "s3cret"})
+    assert secrets.get("fitbit", "kafka_password") == "s3cret"
+    with pytest.raises(ValueError, match="FITBIT_SECRET_FITBIT_USER_KEY_SECRET"):
+        secrets.get("fitbit", "user_key_secret")
+
+
+def test_user_key_secret_comes_from_the_scope_and_a_workspace_never_uses_the_dev_one(monkeypatch):
+    from fitbit_lakehouse import params
+    from fitbit_lakehouse.privacy import PrivacyError, user_key_secret
+
+    monkeypatch.delenv("FITBIT_USER_KEY_SECRET", raising=False)
+    monkeypatch.setattr(params, "active_dbutils",
+                        lambda: LocalDbutils({}, environ={"FITBIT_SECRET_FITBIT_USER_KEY_SECRET": "from-scope"}))
+    assert user_key_secret(settings()) == "from-scope"
+    monkeypatch.setattr(params, "active_dbutils", lambda: LocalDbutils({}, environ={}))
+    workspace = load_settings(env="workspace", conf_dir=ROOT / "conf", environ={})
+    with pytest.raises(PrivacyError, match="secret scope 'fitbit', key 'user_key_secret'"):
+        user_key_secret(workspace)
+
+
+def test_sasl_options_for_both_clients_from_the_secrets(monkeypatch):
+    from fitbit_lakehouse.kafka_broker import BrokerError, client_options, spark_options
+
+    sasl = settings(**{"kafka.security_protocol": "SASL_SSL", "kafka.sasl_mechanism": "SCRAM-SHA-512",
+                       "kafka.ssl_cafile": "/etc/ca.pem"})
+    with pytest.raises(BrokerError, match="FITBIT_SECRET_FITBIT_KAFKA_USERNAME"):
+        client_options(sasl)
+    monkeypatch.setenv("FITBIT_SECRET_FITBIT_KAFKA_USERNAME", "fitbit")
+    monkeypatch.setenv("FITBIT_SECRET_FITBIT_KAFKA_PASSWORD", 'p"w')
+    assert client_options(sasl) == {"security_protocol": "SASL_SSL", "ssl_cafile": "/etc/ca.pem",
+                                    "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "fitbit",
+                                    "sasl_plain_password": 'p"w'}
+    options = spark_options(sasl.with_overrides(**{"kafka.shaded_class_prefix": "kafkashaded."}))
+    assert options["kafka.security.protocol"] == "SASL_SSL"
+    assert options["kafka.ssl.truststore.location"] == "/etc/ca.pem"
+    assert options["kafka.sasl.jaas.config"] == ('kafkashaded.org.apache.kafka.common.security.scram.'
+                                                 'ScramLoginModule required username="fitbit" password="p\\"w";')
+    assert spark_options(settings()) == {"kafka.security.protocol": "PLAINTEXT"}
+
+
+def test_a_cluster_never_starts_a_broker_and_names_the_variable():
+    from fitbit_lakehouse.kafka_broker import BrokerError, ensure_broker
+
+    workspace = load_settings(env="workspace", conf_dir=ROOT / "conf", environ={})
+    with pytest.raises(BrokerError, match="bundle variable kafka_bootstrap_servers"):
+        ensure_broker(workspace.with_overrides(**{"kafka.bootstrap_servers": "localhost:1"}))
+
+
+def test_an_empty_raw_folder_is_an_error_where_synthetic_data_was_not_asked_for(tmp_path):
+    from fitbit_lakehouse.produce import NoInput, resolve_raw_dir
+
+    workspace = load_settings(env="workspace", conf_dir=ROOT / "conf", environ={}).with_overrides(
+        **{"paths.raw_dir": str(tmp_path / "raw"), "paths.lake_dir": str(tmp_path / "lake")})
+    with pytest.raises(NoInput, match="synthetic=true"):
+        resolve_raw_dir(workspace)
+    raw_dir, synthetic = resolve_raw_dir(workspace.with_overrides(**{"synthetic.days": 1, "synthetic.users": 1}),
+                                         synthetic_when_empty=True)
+    assert synthetic and any(raw_dir.glob("**/*.csv"))
