@@ -23,7 +23,13 @@ from .config import Settings
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
 # job parameters that name a workspace location, and where their local value comes from
-LOCAL_LOCATIONS = {"raw_dir": "raw_dir", "lake_dir": "lake_dir", "bootstrap_servers": "bootstrap_servers"}
+# Job parameters naming places in the workspace, and their local counterparts for `make job`
+LOCAL_LOCATIONS = {
+    "raw_dir": lambda settings: settings.raw_dir,
+    "lake_dir": lambda settings: settings.lake_dir,
+    "bootstrap_servers": lambda settings: settings.bootstrap_servers,
+    "mlflow_experiment": lambda settings: settings.get("mlflow.experiment"),   # a workspace path in the bundle
+}
 
 
 class BundleError(RuntimeError):
@@ -129,9 +135,9 @@ def job_parameters(bundle: dict, job_key: str, settings: Settings, given: dict[s
         raise BundleError(f"job {job_key} has no parameter {', '.join(sorted(unknown))}; "
                           f"it has {', '.join(values)}")
     localised = {}
-    for name, attribute in LOCAL_LOCATIONS.items():
+    for name, local_value in LOCAL_LOCATIONS.items():
         if name in values and name not in given:
-            localised[name] = str(getattr(settings, attribute))
+            localised[name] = str(local_value(settings))
     return {**values, **localised, **given}, localised
 
 

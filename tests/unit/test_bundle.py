@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fitbit_lakehouse.bundle import BundleError, dashboard_json, job_tasks, load_bundle
+from fitbit_lakehouse.bundle import BundleError, dashboard_json, job_parameters, job_tasks, load_bundle
+from fitbit_lakehouse.config import load_settings
 from fitbit_lakehouse.params import JOB_PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +117,20 @@ def test_jobs_run_in_dependency_order_and_every_parameter_reaches_the_notebooks(
             assert set(JOB_PARAMETERS) <= declared, task.key   # settings parameters: every notebook
         used = set().union(*(notebook_parameters(t.notebook) for t in job_tasks(bundle, key)))
         assert names <= used, f"{key}: parameters no notebook reads: {names - used}"
+
+
+def test_make_job_swaps_workspace_places_for_local_ones_unless_given(tmp_path):
+    settings = load_settings(env="local", conf_dir=ROOT / "conf",
+                             environ={"FITBIT_LAKE_DIR": str(tmp_path / "lake"), "KAFKA_BOOTSTRAP_SERVERS": "h:1"})
+    bundle = load_bundle(ROOT, "dev")
+    values, localised = job_parameters(bundle, "fitbit_pipeline", settings, {"start_date": "2016-04-12"})
+    assert values["lake_dir"] == str(tmp_path / "lake") and values["bootstrap_servers"] == "h:1"
+    assert values["mlflow_experiment"] == settings.get("mlflow.experiment") and values["start_date"] == "2016-04-12"
+    assert set(localised) == {"lake_dir", "bootstrap_servers", "mlflow_experiment"}
+    values, localised = job_parameters(bundle, "fitbit_pipeline", settings, {"lake_dir": "/elsewhere"})
+    assert values["lake_dir"] == "/elsewhere" and "lake_dir" not in localised
+    with pytest.raises(BundleError, match="no parameter raw_dir"):
+        job_parameters(bundle, "fitbit_pipeline", settings, {"raw_dir": "/x"})
 
 
 def test_unknown_job_or_target_is_a_clear_error():
