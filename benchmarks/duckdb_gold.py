@@ -45,7 +45,7 @@ def gold_from_csv(raw: Path, user_keys: dict[int, str], kpi: dict | None = None)
                     CAST(VeryActiveMinutes AS BIGINT) + CAST(FairlyActiveMinutes AS BIGINT)
                     + CAST(LightlyActiveMinutes AS BIGINT) + CAST(SedentaryMinutes AS BIGINT) DESC) AS rank
           FROM {daily}) WHERE rank = 1""")
-    con.execute(f"""
+    con.execute("""
         CREATE TABLE fact_daily_activity AS
         SELECT user_key, CAST(strftime(day, '%Y%m%d') AS INT) AS date_key, steps AS total_steps,
                distance AS total_distance_km, calories, very + fairly + lightly AS active_minutes,

@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS fact_weight (
   bmi DOUBLE,
   fat_pct DOUBLE,
   is_manual BOOLEAN,
-  log_id BIGINT
+  weigh_in_key STRING
 ) USING DELTA COMMENT 'weigh-in';
 
 CREATE TABLE IF NOT EXISTS kpi_daily_wellness (

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .config import Settings
+from .config import Settings, masked
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
 # job parameters that name a workspace location, and where their local value comes from
@@ -158,7 +158,7 @@ def run_job(settings: Settings, job_key: str, target: str = "dev", given: dict[s
     print(f"Job {job_key} (target {target}): tasks {' -> '.join(t.key for t in tasks)}", flush=True)
     for name, value in values.items():
         note = "   (local value; on Databricks the bundle's)" if name in localised else ""
-        print(f"  {name} = {value}{note}", flush=True)
+        print(f"  {name} = {masked(value)}{note}", flush=True)
     # the runner's own settings (broker, report lines) are the ones the tasks will see
     run_settings = settings_from_params(**{k: v for k, v in values.items() if k in JOB_PARAMETERS})
     runs = [NotebookRun(t.key, t.notebook, {**t.base_parameters, **values}) for t in tasks]

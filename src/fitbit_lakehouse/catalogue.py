@@ -212,6 +212,7 @@ def kind_of_file(path: Path) -> FileKind | None:
 class SourceScan:
     files: list[tuple[Path, FileKind]] = field(default_factory=list)
     unknown: list[Path] = field(default_factory=list)
+    outside: list[Path] = field(default_factory=list)   # links that lead out of the raw folder: refused
 
 
 def _month_order(path: Path) -> tuple:
@@ -228,8 +229,12 @@ def scan_sources(raw_dir: Path) -> SourceScan:
     scan = SourceScan()
     if not raw_dir.is_dir():
         return scan
+    root = raw_dir.resolve()
     for path in sorted(raw_dir.rglob("*"), key=lambda p: (_month_order(p), str(p))):
         if not path.is_file() or path.suffix.lower() != ".csv":
+            continue
+        if not path.resolve().is_relative_to(root):
+            scan.outside.append(path)
             continue
         kind = kind_of_file(path)
         if kind is None:

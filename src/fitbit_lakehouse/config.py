@@ -22,6 +22,14 @@ ENV_OVERRIDES = {
 }
 
 
+def masked(text: Any) -> str:
+    """A URI (or any text holding one) fit to print: the password of user:password@host becomes ***."""
+    import re
+
+    return re.sub(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", r"\g<scheme>\g<user>:***@",
+                  str(text))
+
+
 def find_conf_dir(start: Path | None = None) -> Path:
     """conf/ of the project: $FITBIT_CONF_DIR, else the nearest conf/base.yml above start."""
     if os.environ.get("FITBIT_CONF_DIR"):

@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from .config import Settings
+from .privacy import user_key_column, user_key_secret
 from .silver import IDENTITY
 from .tables import Lake, sql_literal, union_all
 
@@ -171,10 +172,13 @@ def fact_heart_rate_hourly(heart_rate: DataFrame, identity: DataFrame) -> DataFr
         F.count("*").alias("readings")), identity)
 
 
-def fact_weight(weight_log: DataFrame, identity: DataFrame) -> DataFrame:
+def fact_weight(weight_log: DataFrame, identity: DataFrame, secret: str) -> DataFrame:
+    """Weigh-ins, keyed by an HMAC of the log id: the raw LogId is public in the Kaggle files and
+    would lead back to the Fitbit Id."""
     return _keyed(weight_log.select(
         "fitbit_id", date_key("logged_at").alias("date_key"), "logged_at", "weight_kg", "bmi",
-        F.col("fat").alias("fat_pct"), F.col("is_manual_report").alias("is_manual"), "log_id"), identity)
+        F.col("fat").alias("fat_pct"), F.col("is_manual_report").alias("is_manual"),
+        user_key_column("log_id", secret).alias("weigh_in_key")), identity)
 
 
 def goal_alerts(hourly_steps: DataFrame, identity: DataFrame, goal: int) -> DataFrame:
@@ -264,7 +268,7 @@ GOLD_KEYS = {
     "fact_sleep": ("user_key", "date_key"),
     "fact_hourly_activity": ("user_key", "date_key", "hour"),
     "fact_heart_rate_hourly": ("user_key", "date_key", "hour"),
-    "fact_weight": ("user_key", "log_id"),
+    "fact_weight": ("user_key", "weigh_in_key"),
     "kpi_daily_wellness": ("user_key", "date_key"),
     GOAL_ALERTS: ("user_key", "date_key"),
 }
@@ -337,6 +341,7 @@ class GoldWriter:
     def __init__(self, lake: Lake, settings: Settings):
         self.lake, self.settings = lake, settings
         self.kpi = Kpi.from_settings(settings)
+        self.secret = user_key_secret(settings)
         self._cached: list[DataFrame] = []
 
     def build(self, scope: Scope) -> dict[str, DataFrame]:
@@ -361,7 +366,7 @@ class GoldWriter:
         if "heart_rate" in silver:
             gold["fact_heart_rate_hourly"] = fact_heart_rate_hourly(silver["heart_rate"], identity)
         if "weight_log" in silver:
-            gold["fact_weight"] = fact_weight(silver["weight_log"], identity)
+            gold["fact_weight"] = fact_weight(silver["weight_log"], identity, self.secret)
         if "fact_daily_activity" in gold:
             gold["kpi_daily_wellness"] = kpi_daily_wellness(gold["fact_daily_activity"], gold.get("fact_sleep"), self.kpi)
         if "hourly_steps" in silver:
@@ -450,16 +455,44 @@ def changed_scope(lake: Lake, since: dict[str, int]) -> tuple[Scope | None, dict
     return (Scope(days) if days else None), versions
 
 
-def range_scope(lake: Lake, start: date, end: date) -> Scope | None:
-    """Every user-day from start to end (inclusive) that silver holds: a backfill."""
-    frames = [user_days(lake.read("silver", t).where(
-        F.to_date(SILVER_INPUTS[t]).between(F.lit(start), F.lit(end))), t)
-        for t in SILVER_INPUTS if lake.exists("silver", t)]
+def range_scope(lake: Lake, start: date | None, end: date | None) -> Scope | None:
+    """Every user-day from start to end (inclusive; None = open) that silver holds: a backfill."""
+    def in_range(day):
+        return ((F.lit(True) if start is None else day >= F.lit(start))
+                & (F.lit(True) if end is None else day <= F.lit(end)))
+
+    frames = [user_days(lake.read("silver", t).where(in_range(F.to_date(SILVER_INPUTS[t]))), t)
+              for t in SILVER_INPUTS if lake.exists("silver", t)]
     if not frames:
         return None
     days = [(r["fitbit_id"], r["day"]) for r in union_all(frames).distinct().collect()
-            if start <= r["day"] <= end]
+            if (start is None or start <= r["day"]) and (end is None or r["day"] <= end)]
     return Scope(days) if days else None
+
+
+# Bumped when gold tables change their columns: layout -> the tables whose columns changed in it.
+# A lake of an older layout has those tables dropped and all of gold rebuilt from silver once.
+GOLD_LAYOUT = 2
+LAYOUT_CHANGES = {2: ["fact_weight"]}   # log_id -> weigh_in_key (the raw LogId leads back to the Id)
+
+
+def _layout_marker(settings: Settings):
+    return settings.checkpoints_dir / "gold" / "layout.json"
+
+
+def _upgrade_layout(lake: Lake, settings: Settings) -> bool:
+    """True when gold was of an older layout (and the changed tables are now dropped); the marker
+    is moved on once the rebuild is done (run_gold), so a crash in between rebuilds again."""
+    marker = _layout_marker(settings)
+    if marker.exists():
+        layout = json.loads(marker.read_text())["layout"]
+    else:   # gold written before the marker existed is layout 1; a fresh lake is current
+        layout = 1 if any(lake.exists("gold", t) for t in GOLD_KEYS) else GOLD_LAYOUT
+    for newer in range(layout + 1, GOLD_LAYOUT + 1):
+        for table in LAYOUT_CHANGES.get(newer, []):
+            log.warning("gold/%s has the columns of an older version: rebuilding it from silver", table)
+            lake.drop("gold", table)
+    return layout < GOLD_LAYOUT
 
 
 def run_gold(spark, settings: Settings, start: date | None = None, end: date | None = None) -> dict:
@@ -469,8 +502,9 @@ def run_gold(spark, settings: Settings, start: date | None = None, end: date | N
         raise RuntimeError("No silver table yet: run 03_silver first")
     state = _state_file(settings)
     since = json.loads(state.read_text()) if state.exists() else {}
-    if start is not None or end is not None:
-        scope, versions = range_scope(lake, start or date.min, end or date.max), None
+    rebuild_all = _upgrade_layout(lake, settings)
+    if rebuild_all or start is not None or end is not None:
+        scope, versions = range_scope(lake, *((None, None) if rebuild_all else (start, end))), None
     else:
         scope, versions = changed_scope(lake, since)
     result = {"user_days": len(scope.days) if scope else 0, "changes": {}}
@@ -479,5 +513,8 @@ def run_gold(spark, settings: Settings, start: date | None = None, end: date | N
     if versions is not None and versions != since:
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps(versions))
+    marker = _layout_marker(settings)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"layout": GOLD_LAYOUT}))
     log.info("gold: %d user-days rebuilt: %s", result["user_days"], result["changes"])
     return result

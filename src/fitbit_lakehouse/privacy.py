@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import logging
 import os
+from secrets import token_hex
 
 from .config import Settings
 
@@ -22,19 +23,55 @@ KEY_CHARS = 32   # hex characters kept of the 64-character HMAC
 
 
 def user_key_secret(settings: Settings) -> str:
-    """The HMAC secret: $FITBIT_USER_KEY_SECRET, else the secret `user_key_secret`, else (where conf
-    allows one) the public development secret, with a warning."""
+    """The HMAC secret: $FITBIT_USER_KEY_SECRET, else the secret `user_key_secret` (a Databricks
+    secret scope, or $FITBIT_SECRET_<SCOPE>_USER_KEY_SECRET), else, where conf allows it, a random
+    secret generated once for the lake and kept beside it (never a public one: with a known secret
+    user_key could be reversed over the public Kaggle Ids)."""
     from .secrets import secret, where
 
     value = os.environ.get(settings.get("privacy.user_key_secret_env")) or secret(settings, "user_key_secret")
+    if value and value in (settings.get("privacy.public_secrets") or []) \
+            and not settings.get("privacy.allow_public_secret"):
+        raise PrivacyError(f"The user-key secret given ({where(settings, 'user_key_secret')} or "
+                           f"{settings.get('privacy.user_key_secret_env')}) is a published one: with it anyone "
+                           f"can map user_key back to the public Kaggle Ids. Choose your own, or unset it to "
+                           f"have one generated for the lake (privacy.allow_public_secret: true allows it).")
     if value:
         return value
-    dev_secret = settings.get("privacy.user_key_dev_secret")
-    if not dev_secret:
+    relative = settings.get("privacy.lake_secret_file")
+    if not relative:
         raise PrivacyError(f"No user-key secret: put one in {where(settings, 'user_key_secret')}.")
-    log.warning("No user-key secret (%s or %s): user_key uses the public development secret; set one for "
-                "real data", settings.get("privacy.user_key_secret_env"), where(settings, "user_key_secret"))
-    return dev_secret
+    return _lake_secret(settings.lake_dir / relative)
+
+
+def _lake_secret(path) -> str:
+    """The lake's own secret, created at first use (readable by its owner only). Keep it with the
+    lake: a new secret gives every user a new key."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:            # another process of the run made it first
+        return _wait_for_secret(path)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token_hex(32))
+    log.warning("No user-key secret given: generated one for this lake in %s (set FITBIT_USER_KEY_SECRET "
+                "to choose your own)", path)
+    return path.read_text().strip()
+
+
+def _wait_for_secret(path) -> str:
+    import time
+
+    for _ in range(100):
+        value = path.read_text().strip()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise PrivacyError(f"{path} is empty: delete it, or set FITBIT_USER_KEY_SECRET")
 
 
 def user_key(fitbit_id: int | str, secret: str) -> str:

@@ -183,6 +183,7 @@ class ProduceSummary:
     skipped_files: int = 0      # unchanged since the last run: nothing to send
     seconds: float = 0.0
     unknown_files: list[str] = field(default_factory=list)
+    refused_files: list[str] = field(default_factory=list)
     synthetic: bool = False
 
     @property
@@ -193,7 +194,8 @@ class ProduceSummary:
         return {"rows": self.rows, "messages": self.messages, "malformed_rows": self.malformed_rows,
                 "skipped_files": self.skipped_files, "seconds": round(self.seconds, 2),
                 "rows_per_second": round(self.rows_per_second), "files": self.files,
-                "unknown_files": self.unknown_files, "synthetic": self.synthetic}
+                "unknown_files": self.unknown_files, "refused_files": self.refused_files,
+                "synthetic": self.synthetic}
 
     def __str__(self) -> str:
         lines = [f"  {name:<45} {count:>10,} rows" for name, count in self.files.items()]
@@ -383,10 +385,14 @@ def produce_from_settings(settings: Settings, file_filter: str | None = None, li
     scan = scan_sources(raw_dir)
     for unknown in scan.unknown:
         log.warning("Skipping %s: not a known Fitbit file", unknown)
+    for link in scan.outside:
+        log.warning("Refusing %s: it links to %s, outside the raw folder %s. Copy the file in, or point "
+                    "FITBIT_RAW_DIR at the folder that holds it", link, link.resolve(), raw_dir)
     sources = select_sources(scan, file_filter)
     ledger = SendLedger(settings.lake_dir / "_producer" / "ledger.json",
                         f"{settings.events_topic}/{topic_id or 'unknown-topic-id'}")
     summary = produce(settings, sources, raw_dir, limit=limit, speed=speed, replay=replay, ledger=ledger)
     summary.unknown_files = [str(p) for p in scan.unknown]
+    summary.refused_files = [str(p) for p in scan.outside]
     summary.synthetic = synthetic
     return summary

@@ -81,6 +81,10 @@ def column_reasons(raw: SparkColumn, value: SparkColumn, col: Column, rules: Rul
         reasons.append(_reason(rules, "id_not_positive_integer", value.isNull() | (value <= 0)))
     elif col.type in ("date", "timestamp"):
         reasons.append(_reason(rules, "timestamp_unparseable", value.isNull(), col.name))
+        if rules.on("date_out_of_range"):   # parses, but no tracker wrote it (and pandas stops at 2262)
+            year = F.year(value)
+            reasons.append(_reason(rules, "date_out_of_range", (year < rules.param("date_out_of_range", "min_year"))
+                                   | (year > rules.param("date_out_of_range", "max_year")), col.name))
     elif col.type == "bool":
         reasons.append(_reason(rules, "not_a_boolean", bad_parse, col.name))
     else:

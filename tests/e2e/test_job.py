@@ -23,7 +23,8 @@ from fitbit_lakehouse.tables import Lake
 
 pytestmark = pytest.mark.e2e
 
-FILES = ("dailyActivity_merged.csv", "sleepDay_merged.csv", "hourlySteps_merged.csv")
+FILES = ("dailyActivity_merged.csv", "sleepDay_merged.csv", "hourlySteps_merged.csv", "weightLogInfo_merged.csv")
+ENV_ONLY_FILE = "hourlyCalories_merged.csv"   # in the environment's raw folder, never the widget's
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def job_run(broker, month2, test_root):
     for name in FILES:
         shutil.copy(month2 / name, widget_raw / name)
     env_raw.mkdir()
-    shutil.copy(month2 / "weightLogInfo_merged.csv", env_raw / "weightLogInfo_merged.csv")
+    shutil.copy(month2 / ENV_ONLY_FILE, env_raw / ENV_ONLY_FILE)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("FITBIT_ENV", "local")
         env.setenv("FITBIT_RAW_DIR", str(env_raw))
@@ -63,7 +64,7 @@ def test_widgets_choose_raw_folder_lake_and_broker(job_run):
     lake = job_run["widget_lake"]
     ledger = json.loads((lake / "_producer" / "ledger.json").read_text())
     assert set(FILES) <= set(json.dumps(ledger).split('"'))   # the widget's files were sent ...
-    assert "weightLogInfo_merged.csv" not in json.dumps(ledger)   # ... and not the environment's
+    assert ENV_ONLY_FILE not in json.dumps(ledger)   # ... and not the environment's
     for layer, table in (("bronze", "events"), ("silver", "daily_activity"), ("gold", "kpi_daily_wellness")):
         assert (lake / layer / table / "_delta_log").is_dir(), f"{layer}.{table} not under the widget's lake_dir"
     assert not job_run["env_lake"].exists() or not any(job_run["env_lake"].rglob("_delta_log"))
@@ -121,3 +122,64 @@ def test_backfill_rebuilds_only_its_date_range(job_run, spark):
                                    merged.loc[inside, "wellness_score_before"].reset_index(drop=True),
                                    check_names=False)
     assert (merged.loc[~inside, "wellness_score_after"] == -1.0).all()
+
+
+def _ids_in_csvs(month2) -> set[str]:
+    """Every raw Fitbit Id and weight LogId of the input, as text: what no output may contain."""
+    ids = set()
+    for name in FILES:
+        frame = pd.read_csv(month2 / name, dtype=str)
+        for column in ("Id", "LogId"):
+            if column in frame:
+                ids |= set(frame[column].dropna())
+    return ids
+
+
+def _text_of(value) -> str:
+    return json.dumps(value, default=str) if isinstance(value, (list, dict, tuple)) else str(value)
+
+
+def test_no_raw_id_in_any_output(job_run, spark, month2):
+    """Gold tables, the report and charts, MLflow's store and artifacts, the BI export and the alert
+    messages hold no raw Fitbit Id, and no LogId (which maps back to one through the public data)."""
+    from kafka import KafkaConsumer
+
+    from fitbit_lakehouse.gold import GOLD_KEYS
+    from fitbit_lakehouse.insights import export_bi
+
+    settings = job_run["widget_settings"]
+    ids = _ids_in_csvs(month2)
+    assert len(ids) > 10
+    leaks = []
+
+    def scan(where: str, text: str) -> None:
+        found = [i for i in ids if i in text]
+        if found:
+            leaks.append(f"{where}: {found[:3]}")
+
+    lake = Lake(spark, settings)
+    assert lake.count("gold", "fact_weight") > 0   # the LogIds were there to leak
+    for table in GOLD_KEYS:
+        if lake.exists("gold", table):
+            frame = lake.read("gold", table).toPandas()
+            for column in frame.columns:
+                scan(f"gold.{table}.{column}", " ".join(frame[column].map(_text_of)))
+    export_bi(spark, settings)
+    outputs = [p for p in job_run["widget_lake"].rglob("*") if p.is_file()
+               and not any(part in ("bronze", "silver", "checkpoints", "kafka", "_producer", "_secrets", "gold")
+                           for part in p.relative_to(job_run["widget_lake"]).parts)]
+    assert any(p.suffix == ".png" for p in outputs) and any(p.suffix == ".parquet" for p in outputs)
+    for path in outputs:   # reports, BI extracts, the MLflow store and its artifacts
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+            scan(str(path), " ".join(" ".join(frame[c].map(_text_of)) for c in frame.columns))
+        else:
+            scan(str(path), path.read_bytes().decode("latin-1"))
+    consumer = KafkaConsumer(settings.alerts_topic, bootstrap_servers=settings.bootstrap_servers,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    messages = [(m.key or b"") + b" " + (m.value or b"") for m in consumer]
+    consumer.close()
+    assert messages
+    for message in messages:
+        scan("alert message", message.decode())
+    assert not leaks, leaks

@@ -177,5 +177,5 @@ def test_workspace_conf_uses_databricks_services():
     assert settings.get("mlflow.experiment").startswith("/")
     assert settings.get("kafka.start_local_broker") is False
     assert settings.get("producer.synthetic_when_empty") is False
-    assert settings.get("privacy.user_key_dev_secret") == ""
+    assert settings.get("privacy.lake_secret_file") == ""
     assert settings.get("storage.kind") == "catalog"

@@ -201,3 +201,11 @@ def test_load_settings_fitbit_settings_variable():
     # keyword overrides come last
     s = load_settings(env="local", conf_dir=CONF, environ=environ, **{"kpi.activity.steps_goal": 9000})
     assert s.get("kpi.activity.steps_goal") == 9000
+
+
+def test_printed_uris_never_show_a_password():
+    from fitbit_lakehouse.config import masked
+
+    assert masked("postgresql://mlflow:hunter2@db:5432/mlflow") == "postgresql://mlflow:***@db:5432/mlflow"
+    assert masked("https://token:abc@host/x and sqlite:///data/mlflow.db") == "https://token:***@host/x and sqlite:///data/mlflow.db"
+    assert masked("localhost:9092") == "localhost:9092"

@@ -75,6 +75,38 @@ def test_user_key_secret_comes_from_the_scope_and_a_workspace_never_uses_the_dev
         user_key_secret(workspace)
 
 
+def test_without_a_secret_each_lake_gets_its_own_random_one(monkeypatch, tmp_path):
+    import stat
+
+    from fitbit_lakehouse import params
+    from fitbit_lakehouse.privacy import user_key_secret
+
+    monkeypatch.delenv("FITBIT_USER_KEY_SECRET", raising=False)
+    monkeypatch.setattr(params, "active_dbutils", lambda: None)
+    lake_a = load_settings(env="local", conf_dir=ROOT / "conf", environ={"FITBIT_LAKE_DIR": str(tmp_path / "a")})
+    lake_b = load_settings(env="local", conf_dir=ROOT / "conf", environ={"FITBIT_LAKE_DIR": str(tmp_path / "b")})
+    first = user_key_secret(lake_a)
+    assert len(first) >= 32 and user_key_secret(lake_a) == first        # stable for the lake ...
+    assert user_key_secret(lake_b) != first                             # ... and nobody else's
+    secret_file = tmp_path / "a" / lake_a.get("privacy.lake_secret_file")
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    monkeypatch.setenv("FITBIT_USER_KEY_SECRET", "chosen")
+    assert user_key_secret(lake_a) == "chosen"
+
+
+def test_a_published_secret_is_refused_unless_allowed(monkeypatch, tmp_path):
+    from fitbit_lakehouse import params
+    from fitbit_lakehouse.privacy import PrivacyError, user_key_secret
+
+    monkeypatch.setattr(params, "active_dbutils", lambda: None)
+    settings = load_settings(env="local", conf_dir=ROOT / "conf", environ={"FITBIT_LAKE_DIR": str(tmp_path)})
+    published = settings.get("privacy.public_secrets")[0]
+    monkeypatch.setenv("FITBIT_USER_KEY_SECRET", published)
+    with pytest.raises(PrivacyError, match="published"):
+        user_key_secret(settings)
+    assert user_key_secret(settings.with_overrides(**{"privacy.allow_public_secret": True})) == published
+
+
 def test_sasl_options_for_both_clients_from_the_secrets(monkeypatch):
     from fitbit_lakehouse.kafka_broker import BrokerError, client_options, spark_options
 
