@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -102,6 +101,11 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
 
 def speaks_kafka(bootstrap: str, timeout_s: float = 10.0, **security) -> bool:
     """True when a Kafka broker answers an ApiVersions/metadata request at the address."""
+    return kafka_probe(bootstrap, timeout_s, **security) is None
+
+
+def kafka_probe(bootstrap: str, timeout_s: float = 10.0, **security) -> Exception | None:
+    """None when a Kafka broker answers a metadata request at the address, else why not."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -109,13 +113,13 @@ def speaks_kafka(bootstrap: str, timeout_s: float = 10.0, **security) -> bool:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fitbit-healthcheck",
                                  request_timeout_ms=int(timeout_s * 1000),
                                  bootstrap_timeout_ms=int(timeout_s * 1000), **security)
-    except (KafkaError, OSError, ValueError):
-        return False
+    except (KafkaError, OSError, ValueError) as exc:
+        return exc
     try:
         admin.list_topics()
-        return True
-    except (KafkaError, OSError):
-        return False
+        return None
+    except (KafkaError, OSError) as exc:
+        return exc
     finally:
         admin.close()
 
@@ -256,19 +260,33 @@ class LocalBroker:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
+            if not _alive(pid):
                 break
-            time.sleep(0.3)
+            time.sleep(0.2)
         else:
             os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
 
 
-def make_producer(settings: Settings, client_id: str = "fitbit-producer"):
-    """An idempotent kafka-python producer (acks=all); an unreachable broker fails fast and clearly."""
+def _alive(pid: int) -> bool:
+    """Whether the process still runs. A broker that this process started and that has exited stays
+    a zombie until reaped: reap it here rather than wait for it to vanish."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:   # not our child: its parent reaps it
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def make_producer(settings: Settings, client_id: str = "fitbit-producer", **transactional):
+    """An idempotent kafka-python producer (acks=all); an unreachable broker fails fast and clearly.
+    `transactional_id=...` makes it a transactional one."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
@@ -287,6 +305,7 @@ def make_producer(settings: Settings, client_id: str = "fitbit-producer"):
             max_block_ms=timeout_ms,
             request_timeout_ms=timeout_ms,
             **client_options(settings),
+            **transactional,
         )
     except KafkaError as exc:
         raise BrokerError(f"No Kafka broker answers at {settings.bootstrap_servers} ({type(exc).__name__}): "
@@ -302,8 +321,18 @@ def ensure_broker(settings: Settings) -> BrokerHandle:
                           "bootstrap_servers), or the secret bootstrap_servers, or KAFKA_BOOTSTRAP_SERVERS.")
     host, port = parse_bootstrap(bootstrap)
     if port_open(host, port):
-        if speaks_kafka(bootstrap, **client_options(settings)):
+        security = client_options(settings)
+        failure = kafka_probe(bootstrap, **security)
+        if failure is None:
             return BrokerHandle(bootstrap, started_here=False)
+        if security["security_protocol"] != "PLAINTEXT":
+            from .secrets import where
+
+            raise BrokerError(
+                f"The broker at {bootstrap} did not accept this client over {security['security_protocol']}"
+                f"{' (' + security['sasl_mechanism'] + ')' if 'sasl_mechanism' in security else ''}: "
+                f"{type(failure).__name__}. Check the credentials in {where(settings, 'kafka_username')} / "
+                f"{where(settings, 'kafka_password')} and the CA in kafka.ssl_cafile.")
         raise BrokerError(f"Port {port} on {host} is taken by something that is not Kafka (or that refused "
                           f"this client's kafka.security_protocol): stop it, or set "
                           f"KAFKA_BOOTSTRAP_SERVERS=localhost:<free port> to run a local broker there.")
@@ -344,5 +373,18 @@ def ensure_topics(settings: Settings) -> dict[str, str]:
             except TopicAlreadyExistsError:
                 pass
         return {t["name"]: t.get("topic_id") for t in admin.describe_topics(list(topics))}
+    finally:
+        admin.close()
+
+
+def partitions_of(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of a topic, as the broker has them."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="fitbit-admin",
+                             **client_options(settings))
+    try:
+        described = admin.describe_topics([topic])
+        return sorted(p["partition_index"] for t in described for p in t.get("partitions", []))
     finally:
         admin.close()
