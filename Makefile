@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 -include conf/local.env
 export
 
-.PHONY: help setup venv run job backfill dashboard test test-unit test-e2e stream alerts kafka-up kafka-down lab export bench clean clean-lake
+.PHONY: help setup venv run job backfill dashboard test test-unit test-e2e chaos stream alerts kafka-up kafka-down lab export bench clean clean-lake
 
 help:
 	@echo "make run         the five notebooks headless on FITBIT_RAW_DIR (synthetic data when empty)"
@@ -17,6 +17,7 @@ help:
 	@echo "make lab         JupyterLab on notebooks/ (start a broker first: make kafka-up)"
 	@echo "make job         the bundle's jobs run locally as Databricks runs them (JOB=fitbit_pipeline for one)"
 	@echo "make backfill FROM=2016-04-12 TO=2016-04-20   rebuild gold for a date range, then insights"
+	@echo "make chaos       kill -9 every writer after each of its first commits, restart, compare (long)"
 	@echo "make stream      bronze, silver and gold running continuously"
 	@echo "make kafka-up    start the local Kafka broker / make kafka-down stops it"
 	@echo "make bench       benchmarks -> docs/benchmarks.md"
@@ -59,6 +60,10 @@ test-unit: setup
 test-e2e: setup
 	$(PY) -m pytest tests/e2e
 
+# kill -9 after the k-th commit of every writer, for several k, then restart and compare (long)
+chaos: setup
+	$(PY) -m pytest -m chaos tests/e2e/test_faults.py
+
 stream: setup
 	$(PY) -m fitbit_lakehouse stream
 
@@ -85,4 +90,4 @@ clean:
 
 # deletes the lake (tables, checkpoints, the local broker's topic data)
 clean-lake: kafka-down
-	rm -rf data/_producer data/bronze data/silver data/gold data/checkpoints data/kafka data/reports data/_synthetic data/mlflow.db data/mlflow-artifacts data/_warehouse data/_derby data/mlruns
+	rm -rf data/_producer data/_secrets data/bronze data/silver data/gold data/checkpoints data/kafka data/reports data/_synthetic data/mlflow.db data/mlflow-artifacts data/_warehouse data/_derby data/mlruns

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--from", dest="start", type=date.fromisoformat, help="backfill: rebuild from this date")
     g.add_argument("--to", dest="end", type=date.fromisoformat, help="backfill: rebuild up to this date")
     sub.add_parser("insights", help="charts, report and an MLflow run")
+    st = sub.add_parser("steps", help="several steps in one process, e.g. `steps bronze,silver,gold`")
+    st.add_argument("names", help="comma-separated, in order: produce, bronze, silver, gold, insights")
     sub.add_parser("export", help="gold tables as Parquet and CSV extracts for BI tools")
     sub.add_parser("run", help="the five notebooks headless, with a broker for the run")
     j = sub.add_parser("job", help="run a job of bundle.yml locally, as Databricks would (make job)")
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("action", choices=["up", "down", "status"])
     args = parser.parse_args(argv)
 
+    from .bronze import DataLossError
     from .bundle import BundleError
     from .kafka_broker import BrokerError
     from .maven import SetupError
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_params(raw_dir=getattr(args, "raw_dir", None))
     try:
         return _dispatch(args, settings)
-    except (BrokerError, BundleError, NoInput, PrivacyError, SetupError, StepFailed, ReconciliationError) as exc:
+    except (BrokerError, BundleError, DataLossError, NoInput, PrivacyError, SetupError, StepFailed,
+            ReconciliationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -62,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args, settings) -> int:
-    from . import pipeline
+    from . import faults, pipeline
 
+    faults.arm(settings.lake_dir)   # inert unless FITBIT_KILL_AFTER is set (crash tests)
     if args.command == "produce":
         pipeline.produce_step(settings, file_filter=args.files, limit=args.limit, speed=args.speed,
                               replay=args.replay)
@@ -75,6 +80,16 @@ def _dispatch(args, settings) -> int:
         print(json.dumps(pipeline.gold_step(settings, args.start, args.end), indent=1, default=str))
     elif args.command == "insights":
         print(json.dumps(pipeline.insights_step(settings), indent=1, default=str))
+    elif args.command == "steps":
+        steps = {"produce": pipeline.produce_step, "bronze": pipeline.bronze_step, "silver": pipeline.silver_step,
+                 "gold": pipeline.gold_step, "insights": pipeline.insights_step}
+        names = [n.strip() for n in args.names.split(",") if n.strip()]
+        unknown = [n for n in names if n not in steps]
+        if unknown:
+            print(f"error: no step {', '.join(unknown)}; the steps are {', '.join(steps)}", file=sys.stderr)
+            return 2
+        for name in names:
+            steps[name](settings)
     elif args.command == "export":
         from .insights import export_bi
         from .spark import get_spark

@@ -6,14 +6,16 @@ parsed or dropped here: a message without those headers (a poison message) is on
 """
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from .catalogue import HEADER_COLUMNS, HEADER_FILE, HEADER_KIND, HEADER_ROW
 from .config import Settings
-from .kafka_broker import spark_options
+from .kafka_broker import partitions_of, spark_options
 from .spark import trigger_of
 from .tables import BRONZE_EVENTS, Lake
 
@@ -36,8 +38,11 @@ def bronze_records(kafka_rows: DataFrame) -> DataFrame:
         _header(HEADER_FILE).alias("source_file"),
         _header(HEADER_ROW).try_cast("bigint").alias("_first_row"),
         _header(HEADER_COLUMNS).alias("source_header"),
-        # CR LF or LF line ends (a literal split is much cheaper than a pattern)
-        F.split(F.replace(F.col("value").cast("string"), F.lit("\r\n"), F.lit("\n")), "\n").alias("_lines"))
+        # the producer's messages are CSV lines, CR LF or LF (a literal split is much cheaper than a
+        # pattern); a message without its kind header is not ours and stays one record, whatever it holds
+        F.when(_header(HEADER_KIND).isNull(), F.array(F.col("value").cast("string")))
+         .otherwise(F.split(F.replace(F.col("value").cast("string"), F.lit("\r\n"), F.lit("\n")), "\n"))
+         .alias("_lines"))
     return messages.select(
         "*", F.posexplode_outer("_lines").alias("_index", "value")
     ).select(
@@ -50,22 +55,67 @@ def bronze_records(kafka_rows: DataFrame) -> DataFrame:
     )
 
 
-def read_kafka_stream(spark, settings: Settings) -> DataFrame:
+def read_kafka_stream(spark, settings: Settings, starting_offsets: str | None = None) -> DataFrame:
     return (spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", settings.bootstrap_servers)
             .option("subscribe", settings.events_topic)
             .option("includeHeaders", "true")
-            .option("startingOffsets", settings.get("bronze.starting_offsets"))
+            .option("startingOffsets", starting_offsets or settings.get("bronze.starting_offsets"))
             .option("maxOffsetsPerTrigger", settings.get("bronze.max_offsets_per_trigger"))
             .option("failOnDataLoss", str(settings.get("bronze.fail_on_data_loss")).lower())
             .options(**spark_options(settings))
             .load())
 
 
-def start_bronze(spark, settings: Settings, trigger: str | None = None):
+TOPIC_ID_PROPERTY = "fitbit.sourceTopicId"   # the Kafka topic id whose offsets bronze holds
+
+
+class DataLossError(RuntimeError):
+    """Bronze would skip or mix up records of the events topic: it stops instead."""
+
+
+def _check_topic(lake: Lake, settings: Settings, topic_id: str | None, schema) -> None:
+    """Bronze's offsets belong to one incarnation of the topic. A topic deleted and recreated has a new
+    id, and offsets that may be smaller, equal or larger than the old ones: all would silently lose or
+    mix records, so that stops here with what to do."""
+    if not topic_id:
+        return
+    if not lake.exists("bronze", BRONZE_EVENTS):
+        lake.create("bronze", BRONZE_EVENTS, schema, {TOPIC_ID_PROPERTY: topic_id})
+        return
+    known = lake.properties("bronze", BRONZE_EVENTS).get(TOPIC_ID_PROPERTY)
+    if known is None:
+        lake.set_properties("bronze", BRONZE_EVENTS, {TOPIC_ID_PROPERTY: topic_id})
+    elif known != topic_id:
+        raise DataLossError(
+            f"The topic {settings.events_topic} was deleted and recreated since bronze last read it (topic id "
+            f"{known}, now {topic_id}): its offsets no longer match bronze's. Nothing was read. To load the new "
+            f"topic, start a new lake (make clean-lake, or another FITBIT_LAKE_DIR); to keep this one, point "
+            f"KAFKA_BOOTSTRAP_SERVERS / kafka.events_topic back at the topic it was built from.")
+
+
+def _resume_offsets(lake: Lake, settings: Settings) -> str | None:
+    """With the checkpoint gone but bronze kept, the offsets to go on from (JSON for startingOffsets):
+    after the last record of each partition in bronze, so nothing is landed twice or skipped."""
+    if (Path(lake.checkpoint("bronze", BRONZE_EVENTS)) / "offsets").is_dir() or not lake.exists("bronze", BRONZE_EVENTS):
+        return None
+    last = (lake.read("bronze", BRONZE_EVENTS).where(F.col("topic") == settings.events_topic)
+            .groupBy("partition").agg(F.max("offset").alias("offset")).collect())
+    if not last:
+        return None
+    log.warning("bronze: no checkpoint at %s but bronze holds records: going on after its last offsets",
+                lake.checkpoint("bronze", BRONZE_EVENTS))
+    partitions = {str(p): -2 for p in partitions_of(settings, settings.events_topic)}   # -2: earliest
+    partitions.update({str(r["partition"]): r["offset"] + 1 for r in last})
+    return json.dumps({settings.events_topic: partitions})
+
+
+def start_bronze(spark, settings: Settings, trigger: str | None = None, topic_id: str | None = None):
     """The bronze streaming query (Delta's sink is exactly-once through its checkpoint)."""
     lake = Lake(spark, settings)
-    writer = (bronze_records(read_kafka_stream(spark, settings))
+    records = bronze_records(read_kafka_stream(spark, settings, _resume_offsets(lake, settings)))
+    _check_topic(lake, settings, topic_id, records.schema)
+    writer = (records
               .writeStream.format("delta")
               .queryName(settings.get("bronze.query_name"))
               .outputMode("append")
@@ -74,12 +124,46 @@ def start_bronze(spark, settings: Settings, trigger: str | None = None):
     return lake.start_sink(writer, "bronze", BRONZE_EVENTS)
 
 
-def run_bronze(spark, settings: Settings, trigger: str | None = None) -> dict:
+def hit_kafka_metrics_bug(exc: Exception) -> bool:
+    """Spark 4.1.1's Kafka source (SPARK-57438) throws a NullPointerException in its progress metrics
+    when a restarted query re-runs the batch that a crash left uncommitted. The batch itself has been
+    written and committed by then, so the query only needs starting again."""
+    text = f"{exc} {getattr(exc, '_stackTrace', '') or ''}"
+    return "NullPointerException" in text and ("KafkaMicroBatchStream" in text
+                                               or "scala.Option.get()" in text and "IterableOps.map" in text)
+
+
+def data_loss(exc: Exception, settings: Settings) -> DataLossError | None:
+    """The Kafka source's failOnDataLoss error, as one line that says what to do."""
+    text = str(exc)
+    if "KAFKA_DATA_LOSS" not in text and "data may have been lost" not in text.lower():
+        return None
+    first = next((line.strip() for line in text.splitlines() if "KAFKA_DATA_LOSS" in line), text.splitlines()[0])
+    return DataLossError(
+        f"Records of {settings.events_topic} that bronze has not landed are gone from Kafka (the topic was "
+        f"recreated, or retention removed them): bronze stops rather than skip them. Re-produce them "
+        f"(produce --replay) into a new topic and lake, or accept the loss with "
+        f"FITBIT_SETTINGS='{{\"bronze.fail_on_data_loss\": false}}'. Kafka said: {first[:300]}")
+
+
+def run_bronze(spark, settings: Settings, trigger: str | None = None, topic_id: str | None = None) -> dict:
     """Run bronze to the end of the topic (availableNow) or until stopped (processingTime)."""
+    from pyspark.errors import StreamingQueryException
+
     lake = Lake(spark, settings)
     before = lake.version("bronze", BRONZE_EVENTS)
-    query = start_bronze(spark, settings, trigger)
-    query.awaitTermination()
+    for attempt in range(1, 4):
+        query = start_bronze(spark, settings, trigger, topic_id)
+        try:
+            query.awaitTermination()
+            break
+        except StreamingQueryException as exc:
+            lost = data_loss(exc, settings)
+            if lost is not None:
+                raise lost from None
+            if attempt == 3 or not hit_kafka_metrics_bug(exc):
+                raise
+            log.warning("bronze: the batch left by a crash is done; starting the query again (SPARK-57438)")
     after = lake.version("bronze", BRONZE_EVENTS)
     result = {"records": lake.rows_added("bronze", BRONZE_EVENTS, before),
               "batches": (after or 0) - (before if before is not None else -1) if after is not None else 0}

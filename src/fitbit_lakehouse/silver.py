@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -209,6 +210,7 @@ def pruning_filter(kind: FileKind, fitbit_ids: list, low, high) -> str:
 
 # --- writer ------------------------------------------------------------------------------
 
+CARRIED_BATCH = -1   # the ingest log's row of what the tables held when silver's checkpoint was lost
 INGEST_LOG_SCHEMA = ("batch_id bigint, table string, records_in bigint, quarantined bigint, inserted bigint, "
                      "updated bigint, duplicates bigint, logged_at timestamp_ntz")
 
@@ -266,11 +268,15 @@ class SilverWriter:
         tables = sorted({BY_KIND[k].table for k in kinds_present})
 
         def write_table(table: str) -> _TableResult:
+            table_started = time.monotonic()
             kinds = [k for k in kinds_for_table(table) if k.kind in kinds_present]
             events = parse_events(batch.where(F.col("event_type").isin([k.kind for k in kinds])))
             records = union_all(typed_records(events.where(F.col("kind") == k.kind), k, self.rules)
                                 for k in kinds)
-            return self._merge_table(lake, Txn(f"{app}:{table}", batch_id), table, kinds[0], records)
+            result = self._merge_table(lake, Txn(f"{app}:{table}", batch_id), table, kinds[0], records)
+            log.info("silver batch %s: %-20s %9d records in %.1f s", batch_id, table, result.records_in,
+                     time.monotonic() - table_started)
+            return result
 
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
             results = list(pool.map(inheritable_thread_target(spark)(write_table), tables))
@@ -352,8 +358,32 @@ class _TableResult:
     bad: DataFrame | None       # its quarantine rows, when it has any
 
 
-def start_silver(spark, settings: Settings, trigger: str | None = None):
+def carry_over_if_checkpoint_lost(lake: Lake, settings: Settings) -> bool:
+    """A silver query without a checkpoint reads bronze again from its start (new app ids: nothing is
+    wrongly skipped, and its MERGEs add nothing twice). For the reconciliation to hold, the ingest log
+    then starts over too, from what the tables hold: per table one row of `carried` records (silver rows
+    and quarantine rows so far), against which the re-read records count as duplicates."""
+    offsets = Path(lake.checkpoint("silver", settings.get("silver.query_name"))) / "offsets"
+    if (offsets.is_dir() and any(offsets.iterdir())) or not lake.exists("silver", INGEST_LOG) \
+            or lake.count("silver", INGEST_LOG) == 0:
+        return False
+    quarantined = ({r[0] or UNKNOWN_KIND: r[1] for r in lake.read("silver", QUARANTINE).groupBy("target_table")
+                    .count().collect()} if lake.exists("silver", QUARANTINE) else {})
+    carried = [BatchCounts(t, lake.count("silver", t) + quarantined.get(t, 0), quarantined.get(t, 0),
+                           lake.count("silver", t)) for t in SILVER_TABLES if lake.exists("silver", t)]
+    if quarantined.get(UNKNOWN_KIND):
+        carried.append(BatchCounts(UNKNOWN_KIND, quarantined[UNKNOWN_KIND], quarantined[UNKNOWN_KIND]))
+    rows = [c.log_row(CARRIED_BATCH) for c in carried]
+    lake.save(lake.spark.createDataFrame(rows, INGEST_LOG_SCHEMA), "silver", INGEST_LOG, mode="overwrite")
+    log.warning("silver: no checkpoint at %s: reading bronze again from its start; the ingest log starts over "
+                "from the rows the tables hold", offsets.parent)
+    return True
+
+
+def start_silver(spark, settings: Settings, trigger: str | None = None, carry_over: bool = True):
     lake = Lake(spark, settings)
+    if carry_over:
+        carry_over_if_checkpoint_lost(lake, settings)
     options = {"maxFilesPerTrigger": settings.get("silver.max_files_per_trigger")}
     if settings.get("silver.max_bytes_per_trigger"):
         options["maxBytesPerTrigger"] = settings.get("silver.max_bytes_per_trigger")
@@ -401,9 +431,10 @@ def run_silver(spark, settings: Settings, trigger: str | None = None) -> dict:
     """Run silver over the new bronze records, then reconcile (a broken count fails loudly).
     Returns the records and micro-batches of this run, and the reconciliation."""
     lake = Lake(spark, settings)
+    carried = carry_over_if_checkpoint_lost(lake, settings)
     before = (lake.read("silver", INGEST_LOG).agg(F.max("batch_id")).first()[0]
-              if lake.exists("silver", INGEST_LOG) else None)
-    query = start_silver(spark, settings, trigger)
+              if lake.exists("silver", INGEST_LOG) and not carried else None)
+    query = start_silver(spark, settings, trigger, carry_over=False)
     query.awaitTermination()
     this_run = (_batches_after(lake, before).agg(F.count("*"), F.sum("records_in")).first()
                 if lake.exists("silver", INGEST_LOG) else (0, 0))

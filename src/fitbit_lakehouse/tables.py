@@ -179,6 +179,23 @@ class Lake:
         else:
             writer.saveAsTable(self.name(layer, name))
 
+    def drop(self, layer: str, name: str) -> None:
+        """Delete a table (a derived one, about to be rebuilt), its data and its log."""
+        if self.by_path:
+            import shutil
+
+            shutil.rmtree(self.path(layer, name), ignore_errors=True)
+        else:
+            self.spark.sql(f"DROP TABLE IF EXISTS {self.name(layer, name)}")
+
+    def properties(self, layer: str, name: str) -> dict[str, str]:
+        return dict(self.delta(layer, name).detail().select("properties").first()[0] or {})
+
+    def set_properties(self, layer: str, name: str, properties: dict[str, str]) -> None:
+        target = f"delta.`{self.path(layer, name)}`" if self.by_path else self.name(layer, name)
+        pairs = ", ".join(f"'{k}' = '{v}'" for k, v in properties.items())
+        self.spark.sql(f"ALTER TABLE {target} SET TBLPROPERTIES ({pairs})")
+
     def create(self, layer: str, name: str, schema, properties: dict[str, str] | None = None) -> None:
         """An empty table with the schema (no-op when it exists)."""
         from delta.tables import DeltaTable
