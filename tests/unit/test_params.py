@@ -145,3 +145,36 @@ def test_an_empty_raw_folder_is_an_error_where_synthetic_data_was_not_asked_for(
     raw_dir, synthetic = resolve_raw_dir(workspace.with_overrides(**{"synthetic.days": 1, "synthetic.users": 1}),
                                          synthetic_when_empty=True)
     assert synthetic and any(raw_dir.glob("**/*.csv"))
+
+
+def _parameters_cell(notebook: str) -> dict:
+    import json
+
+    cells = json.loads((ROOT / "notebooks" / notebook).read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells if c["cell_type"] == "code" and "raw_dir =" in "".join(c["source"]))
+    values: dict = {}
+    exec(source, {}, values)   # the parameters cell holds plain assignments
+    return values
+
+
+def test_produce_leaves_synthetic_data_to_conf_unless_a_parameter_asks(tmp_path, monkeypatch):
+    """`make run` (no widgets) on an empty raw folder replays the synthetic data set where conf allows
+    it; the producer job's `synthetic` widget decides on Databricks and under `make job`."""
+    from fitbit_lakehouse import produce
+
+    cell = _parameters_cell("01_produce.ipynb")
+    generated = []
+    monkeypatch.setattr(produce, "scan_sources", lambda path: type("S", (), {"files": []})())
+
+    def resolved(synthetic):
+        local = settings(**{"paths.raw_dir": str(tmp_path / "empty"), "paths.lake_dir": str(tmp_path / "lake")})
+        monkeypatch.setattr("fitbit_lakehouse.synthetic.generate", lambda target, **kw: generated.append(target))
+        try:
+            return produce.resolve_raw_dir(local, synthetic)[1]
+        except produce.NoInput:
+            return "refused"
+
+    assert resolved(read_params(**cell)["synthetic"]) is True                                  # make run
+    assert resolved(read_params(LocalDbutils({"synthetic": ""}), **cell)["synthetic"]) is True   # widget left empty
+    assert resolved(read_params(LocalDbutils({"synthetic": "false"}), **cell)["synthetic"]) == "refused"
+    assert generated
