@@ -143,6 +143,51 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def kraft_properties(settings: Settings, node_id: int, controllers: dict[int, int], port: int, advertised_host: str,
+                     data_dir: Path, replication: int) -> dict[str, str]:
+    """server.properties of a combined broker + controller node of a KRaft cluster (`controllers`:
+    node id -> controller port, on 127.0.0.1). Internal topics get `replication` copies, of which all
+    but one must be in sync."""
+    return {
+        "process.roles": "broker,controller",
+        "node.id": str(node_id),
+        "controller.quorum.voters": ",".join(f"{n}@127.0.0.1:{p}" for n, p in sorted(controllers.items())),
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controllers[node_id]}",
+        "advertised.listeners": f"PLAINTEXT://{advertised_host}:{port}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": str(settings.get("kafka.partitions")),
+        "default.replication.factor": str(replication),
+        "min.insync.replicas": str(max(1, replication - 1)),
+        "offsets.topic.replication.factor": str(replication),
+        "transaction.state.log.replication.factor": str(replication),
+        "transaction.state.log.min.isr": str(max(1, replication - 1)),
+        "share.coordinator.state.topic.replication.factor": str(replication),
+        "share.coordinator.state.topic.min.isr": str(max(1, replication - 1)),
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "true",
+        "message.max.bytes": str(settings.get("producer.max_request_size") + 65536),
+        "log.retention.hours": "-1",     # the topic is the replay log of the lake
+    }
+
+
+def write_log4j(path: Path, log_file: Path) -> None:
+    path.write_text(
+        "status = error\nappender.f.type = File\nappender.f.name = F\n"
+        f"appender.f.fileName = {log_file}\nappender.f.layout.type = PatternLayout\n"
+        "appender.f.layout.pattern = [%d] %p %m (%c)%n\n"
+        "rootLogger.level = INFO\nrootLogger.appenderRef.f.ref = F\n")
+
+
+def java_command(settings: Settings, home: Path, classpath: list[str], main: str, *args: str) -> list[str]:
+    java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+    return [java, f"-Xmx{settings.get('kafka.broker.heap')}", "-Xms128m",
+            f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}", f"-Dkafka.logs.dir={home}",
+            "-cp", os.pathsep.join(classpath), main, *args]
+
+
 class LocalBroker:
     """Files of the local broker: jars in .cache/, config, data and pid file under the lake."""
 
@@ -172,43 +217,16 @@ class LocalBroker:
     # --- config and storage -------------------------------------------------------------
     def _write_config(self, controller_port: int) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{self.host if self.host != '0.0.0.0' else 'localhost'}:{self.port}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "log.dirs": str(self.data_dir),
-            "num.partitions": str(self.settings.get("kafka.partitions")),
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            "auto.create.topics.enable": "true",
-            "message.max.bytes": str(self.settings.get("producer.max_request_size") + 65536),
-            "log.retention.hours": "-1",     # the topic is the replay log of the lake
-        }
+        advertised = self.host if self.host != "0.0.0.0" else "localhost"
+        props = kraft_properties(self.settings, 1, {1: controller_port}, self.port, advertised, self.data_dir,
+                                 replication=1)
         path = self.home / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        log4j = self.home / "log4j2.properties"
-        log4j.write_text(
-            "status = error\nappender.f.type = File\nappender.f.name = F\n"
-            f"appender.f.fileName = {self.log_file}\nappender.f.layout.type = PatternLayout\n"
-            "appender.f.layout.pattern = [%d] %p %m (%c)%n\n"
-            "rootLogger.level = INFO\nrootLogger.appenderRef.f.ref = F\n")
+        write_log4j(self.home / "log4j2.properties", self.log_file)
         return path
 
     def _java(self, main: str, *args: str, **popen) -> subprocess.Popen:
-        java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
-        cmd = [java, f"-Xmx{self.settings.get('kafka.broker.heap')}", "-Xms128m",
-               f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-               f"-Dkafka.logs.dir={self.home}", "-cp", os.pathsep.join(self.classpath()), main, *args]
-        return subprocess.Popen(cmd, **popen)
+        return subprocess.Popen(java_command(self.settings, self.home, self.classpath(), main, *args), **popen)
 
     def format_storage(self, config: Path) -> None:
         if (self.data_dir / "meta.properties").exists():
@@ -320,6 +338,12 @@ def ensure_broker(settings: Settings) -> BrokerHandle:
         raise BrokerError("No Kafka address: set the bundle variable kafka_bootstrap_servers (job parameter "
                           "bootstrap_servers), or the secret bootstrap_servers, or KAFKA_BOOTSTRAP_SERVERS.")
     host, port = parse_bootstrap(bootstrap)
+    addresses = [parse_bootstrap(a) for a in bootstrap.split(",") if a.strip()]
+    if len(addresses) > 1:   # a cluster: any live node will do, and a local broker is never started for it
+        if any(port_open(h, p) for h, p in addresses) and kafka_probe(bootstrap, **client_options(settings)) is None:
+            return BrokerHandle(bootstrap, started_here=False)
+        raise BrokerError(f"No broker of the Kafka cluster {bootstrap} answers: start it (make cluster-up for the "
+                          f"local one), or point KAFKA_BOOTSTRAP_SERVERS at a cluster that runs.")
     if port_open(host, port):
         security = client_options(settings)
         failure = kafka_probe(bootstrap, **security)
@@ -365,8 +389,12 @@ def ensure_topics(settings: Settings) -> dict[str, str]:
     try:
         existing = set(admin.list_topics())
         configs = {k: str(v) for k, v in (settings.get("kafka.topic_config") or {}).items()}
-        wanted = [NewTopic(t, settings.get("kafka.partitions"), settings.get("kafka.replication_factor"),
-                           topic_configs=configs) for t in topics if t not in existing]
+        replication = settings.get("kafka.replication_factor")
+        if replication == "auto":   # as many copies as the cluster allows, up to 3; all but one in sync
+            replication = min(3, len(admin.describe_cluster()["brokers"]))
+            configs.setdefault("min.insync.replicas", str(max(1, replication - 1)))
+        wanted = [NewTopic(t, settings.get("kafka.partitions"), int(replication), topic_configs=configs)
+                  for t in topics if t not in existing]
         if wanted:
             try:
                 admin.create_topics(wanted)

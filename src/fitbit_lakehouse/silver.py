@@ -273,7 +273,8 @@ class SilverWriter:
             events = parse_events(batch.where(F.col("event_type").isin([k.kind for k in kinds])))
             records = union_all(typed_records(events.where(F.col("kind") == k.kind), k, self.rules)
                                 for k in kinds)
-            result = self._merge_table(lake, Txn(f"{app}:{table}", batch_id), table, kinds[0], records)
+            estimate = sum(kinds_present[k.kind] * (k.melt.minutes if k.melt else 1) for k in kinds)
+            result = self._merge_table(lake, Txn(f"{app}:{table}", batch_id), table, kinds[0], records, estimate)
             log.info("silver batch %s: %-20s %9d records in %.1f s", batch_id, table, result.records_in,
                      time.monotonic() - table_started)
             return result
@@ -297,7 +298,8 @@ class SilverWriter:
         log.info("silver batch %s: %s records, %d tables in %.1f s", batch_id, counts[0].records_in,
                  len(tables), time.monotonic() - started)
 
-    def _merge_table(self, lake: Lake, txn: Txn, table: str, kind: FileKind, records: DataFrame) -> "_TableResult":
+    def _merge_table(self, lake: Lake, txn: Txn, table: str, kind: FileKind, records: DataFrame,
+                     records_estimate: int = 0) -> "_TableResult":
         """Merge a table's records of the batch; returns its counts. A first load appends and gathers its
         counts while it writes (one pass over the batch); a MERGE first needs the batch's Ids and key
         range, to read only the target files that can hold them."""
@@ -314,10 +316,12 @@ class SilverWriter:
                 written = lake.merge(resolve_keys(valid_rows(records, kind), kind.key), "silver", table, kind.key,
                                      target_filter=pruning_filter(kind, stats["ids"], stats["low"], stats["high"]),
                                      **write)
-        else:
+        else:   # a first load: files by time range, so that later MERGEs of new days read few of them
             observation = Observation()
             observed = records.observe(observation, *measures)
-            written = lake.merge(resolve_keys(valid_rows(observed, kind), kind.key), "silver", table, kind.key, **write)
+            files = max(1, -(-records_estimate // int(self.settings.get("silver.rows_per_file"))))
+            rows = resolve_keys(valid_rows(observed, kind), kind.key).repartitionByRange(files, second)
+            written = lake.merge(rows, "silver", table, kind.key, **write)
             stats = observation.get
         return _TableResult(table, int(stats["n"]), written, {int(i) for i in stats["ids"]},
                             quarantine_rows(records, table) if stats["bad"] else None)

@@ -126,6 +126,7 @@ def get_spark(settings: Settings, app_name: str | None = None):
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.shuffle.partitions", str(settings.get("spark.shuffle_partitions")))
         .config("spark.driver.memory", settings.get("spark.driver_memory"))
+        .config("spark.executor.memory", settings.get("spark.executor_memory"))
         .config("spark.driver.extraJavaOptions", java_options)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
