@@ -10,8 +10,12 @@ subprocess, on a lake of its own, with its own broker started and stopped by the
 2. DuckDB computing the same gold from the CSVs (the reference), three times; its gold is compared with
    the pipeline's.
 3. The producer on month 2 against Kafka's own Java ProducerPerformance on the same broker.
-4. The synthetic default, three runs; then 3x and 10x the users (the scaling curve).
-5. `make test`'s pytest, once (skip with BENCH_TESTS=0).
+4. The synthetic default, three runs.
+5. Scaling: synthetic 1x, 3x, 10x the users on local[2] and on `make cluster-up`'s clusters.
+6. Freshness under `make stream` against a bare Kafka -> Delta query (benchmarks/freshness.py).
+7. `make test`'s pytest, once (skip with BENCH_TESTS=0).
+
+BENCH_ONLY=scaling,freshness runs only those parts (a try-out: results in .cache/bench, no document).
 
 BENCH_QUICK=1 runs one cycle of each (for a try-out; the document says so).
 """
@@ -66,10 +70,11 @@ def _tree_rss_kb(pid: int) -> int:
     return total
 
 
-def run_pipeline(lake: Path, raw: Path | None, label: str, settings: dict | None = None) -> dict:
+def run_pipeline(lake: Path, raw: Path | None, label: str, settings: dict | None = None,
+                 env: dict | None = None) -> dict:
     """One `python -m fitbit_lakehouse run`: wall seconds, per-step seconds, peak RSS of the tree."""
     env = dict(os.environ, FITBIT_LAKE_DIR=str(lake), KAFKA_BOOTSTRAP_SERVERS=f"localhost:{PORT}",
-               FITBIT_RAW_DIR=str(raw or lake / "no-raw-files"), FITBIT_LOG_LEVEL="WARNING")
+               FITBIT_RAW_DIR=str(raw or lake / "no-raw-files"), FITBIT_LOG_LEVEL="WARNING", **(env or {}))
     if settings:
         env["FITBIT_SETTINGS"] = json.dumps(settings)
     started = time.monotonic()
@@ -249,19 +254,55 @@ def _producer_performance(classpath: list[str], topic: str, records: int, size: 
 
 
 def bench_synthetic() -> dict:
-    runs, scaling = [], {}
-    for users in (6, 18, 60):
-        raw = synthetic_copy(WORK / f"raw_synthetic_{users}", users)
-        repeats = REPEATS if users == 6 else 1
-        for i in range(repeats):
-            lake = WORK / f"lake_synthetic_{users}"
-            shutil.rmtree(lake, ignore_errors=True)
-            result = run_pipeline(lake, raw if users != 6 else None, f"synthetic_{users}users_{i}",
-                                  settings=None if users == 6 else None)
-            if users == 6:
-                runs.append(result)
-            scaling.setdefault(users, []).append(result)
-    return {"default": runs, "scaling": scaling}
+    """The embedded default, as `make run` on a fresh clone runs it (no CSVs: synthetic data)."""
+    runs = []
+    for i in range(REPEATS):
+        lake = WORK / "lake_synthetic_6"
+        shutil.rmtree(lake, ignore_errors=True)
+        runs.append(run_pipeline(lake, None, f"synthetic_6users_{i}"))
+    return {"default": runs}
+
+
+SCALES = (6, 18, 60)   # synthetic users (10 days each): 1x, 3x, 10x
+
+
+def bench_scaling() -> dict:
+    """Synthetic data at 1x, 3x and 10x the users, on local[2] (a broker the run starts) and on the
+    two-worker standalone cluster with the three-broker Kafka cluster, side by side, one run each."""
+    from fitbit_lakehouse.cluster import KafkaCluster, SparkCluster
+    from fitbit_lakehouse.config import load_settings
+
+    cluster_settings = load_settings(environ={"FITBIT_LAKE_DIR": str(WORK / "clusters")})
+    kafka, spark = KafkaCluster(cluster_settings), SparkCluster(cluster_settings)
+    kafka.up()
+    spark.up()
+    results: dict = {"local": {}, "cluster": {}, "cluster_note": {
+        "spark_master": spark.master_url, "workers": int(cluster_settings.get("cluster.spark.workers")),
+        "worker_cores": cluster_settings.get("cluster.spark.worker_cores"),
+        "worker_memory": cluster_settings.get("cluster.spark.worker_memory"),
+        "kafka": kafka.bootstrap_servers}}
+    try:
+        for users in SCALES:
+            raw = synthetic_copy(WORK / f"raw_synthetic_{users}", users)
+            for engine in ("local", "cluster"):
+                lake = WORK / f"lake_scaling_{engine}_{users}"
+                shutil.rmtree(lake, ignore_errors=True)
+                env = ({"SPARK_MASTER": "local[2]"} if engine == "local" else
+                       {"SPARK_MASTER": spark.master_url, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers})
+                topics = None if engine == "local" else {   # the cluster's topics are shared: one per run
+                    "kafka.events_topic": f"bench_scaling_{users}", "kafka.alerts_topic": f"bench_alerts_{users}"}
+                results[engine][users] = run_pipeline(lake, raw, f"scaling_{engine}_{users}users",
+                                                      settings=topics, env=env)
+    finally:
+        spark.down()
+        kafka.down()
+    return results
+
+
+def bench_freshness() -> dict:
+    from benchmarks.freshness import measure
+
+    return measure(ROOT, WORK, MONTH2, PORT)
 
 
 def bench_tests() -> dict | None:
@@ -288,18 +329,30 @@ def main() -> int:
     os.environ.setdefault("FITBIT_USER_KEY_SECRET", "benchmark-only-secret")
     started = time.monotonic()
     results = {"date": f"{datetime.now():%Y-%m-%d %H:%M}", "quick": QUICK}
-    print("month 2: full run, re-run with nothing new, +10% rows", flush=True)
-    results["month2"] = bench_month2()
-    print("DuckDB reference", flush=True)
-    results["duckdb"] = bench_duckdb(MONTH2_GOLD)
-    print("producer vs ProducerPerformance", flush=True)
-    results["producer"] = bench_producer()
-    print("synthetic default and scaling", flush=True)
-    results["synthetic"] = bench_synthetic()
-    print("make test (pytest)", flush=True)
-    results["tests"] = bench_tests()
+    parts = [("month2", "month 2: full run, re-run with nothing new, +10% rows", bench_month2),
+             ("duckdb", "DuckDB reference", lambda: bench_duckdb(MONTH2_GOLD)),
+             ("producer", "producer vs ProducerPerformance", bench_producer),
+             ("synthetic", "synthetic default", bench_synthetic),
+             ("scaling", "scaling: synthetic 1x, 3x, 10x on local[2] and on the clusters", bench_scaling),
+             ("freshness", "freshness under make stream vs a passthrough query", bench_freshness),
+             ("tests", "make test (pytest)", bench_tests)]
+    only = [p for p in os.environ.get("BENCH_ONLY", "").split(",") if p]   # a try-out of some parts
+    for key, title, part in parts:
+        if not only or key in only:
+            print(title, flush=True)
+            try:
+                results[key] = part()
+            except Exception as exc:   # noqa: BLE001 - the other parts still count; the document says so
+                if key in ("month2", "duckdb"):
+                    raise
+                print(f"  {key} failed: {exc}", flush=True)
+                results[key] = {"error": f"{type(exc).__name__}: {exc}"}
     results["bench_minutes"] = round((time.monotonic() - started) / 60, 1)
     (DOCS / "benchmarks").mkdir(parents=True, exist_ok=True)
+    if only:   # the document is made from one whole run only
+        (WORK / "results_partial.json").write_text(json.dumps(results, indent=1, default=str))
+        print(json.dumps({k: v for k, v in results.items() if k in only}, indent=1, default=str)[:6000])
+        return 0
     (DOCS / "benchmarks" / "results.json").write_text(json.dumps(results, indent=1, default=str))
     write_document(results)
     return 0
@@ -317,8 +370,16 @@ def write_document(r: dict) -> None:
     inc = median([x["wall_s"] for x in m2["incremental"]])
     duck = median(r["duckdb"]["seconds"])
     peak = max(x["peak_rss_mb"] for x in m2["full"] + m2["incremental"])
-    syn = median([x["wall_s"] for x in r["synthetic"]["default"]])
-    scaling = {int(u): median([x["wall_s"] for x in runs]) for u, runs in r["synthetic"]["scaling"].items()}
+    failed = {k: v["error"] for k, v in r.items() if isinstance(v, dict) and "error" in v}
+    syn = median([x["wall_s"] for x in r["synthetic"]["default"]]) if "synthetic" not in failed else float("nan")
+    scale = ({engine: {int(u): run for u, run in r["scaling"][engine].items()} for engine in ("local", "cluster")}
+             if "scaling" not in failed else {"local": {6: {"wall_s": float("nan")}, 60: {"wall_s": float("nan")}},
+                                              "cluster": {}})
+    scaling = {u: run["wall_s"] for u, run in scale["local"].items()}
+    fresh = r["freshness"] if "freshness" not in failed else {
+        "ratio_p95": float("nan"), "ratio_p50": float("nan"), "days": 0, "seconds_per_day": 0, "trigger": "-",
+        "stream_kpi": {"p95_s": float("nan"), "p50_s": float("nan"), "max_s": "-", "n": 0, "expected_user_days": 0},
+        "passthrough": {"p95_s": float("nan"), "p50_s": float("nan"), "max_s": "-", "n": 0}}
     ours = median(r["producer"]["ours_rows_per_s"])
     java = median(r["producer"]["java_records_per_s"])
     tests = r.get("tests")
@@ -344,20 +405,41 @@ def write_document(r: dict) -> None:
          ok(peak <= 4096)),
         ("synthetic data at 10x the users: wall / 1x wall", "<= 11", f"{scaling[60] / scaling[6]:.1f}",
          ok(scaling[60] / scaling[6] <= 11)),
+        ("freshness under `make stream`: event sent -> its user-day in kpi_daily_wellness, p95 / the same for a "
+         "bare Kafka -> Delta query (same trigger)", "<= 2", f"{fresh['ratio_p95']:.1f} ({fresh['stream_kpi']['p95_s']:.0f} s "
+         f"/ {fresh['passthrough']['p95_s']:.0f} s)", ok(fresh["ratio_p95"] <= 2)),
         ("`make test` (pytest, in this bench run)", "<= 6 min",
          f"{tests['seconds'] / 60:.1f} min" if tests else "not run (BENCH_TESTS=0)",
          ok(tests["seconds"] <= 360) if tests else "-"),
     ]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     users = sorted(scaling)
-    axes[0].plot(users, [scaling[u] for u in users], marker="o", label="measured")
+    for engine, style in (("local", "o-"), ("cluster", "s-")) if "scaling" not in failed else ():
+        axes[0].plot(users, [scale[engine][u]["wall_s"] for u in users], style,
+                     label="local[2], one broker" if engine == "local" else "standalone (2 workers), 3 brokers")
     axes[0].plot(users, [scaling[6] * u / 6 for u in users], linestyle="--", color="grey", label="linear in users")
     axes[0].set(xlabel="synthetic users (10 days each)", ylabel="`make run` wall (s)", title="Scaling")
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     axes[1].bar(list(steps), list(steps.values()), color="#4C72B0")
     axes[1].set(ylabel="seconds (median)", title="Month 2, per step")
     fig.tight_layout()
     fig.savefig(DOCS / "benchmarks" / "pipeline.png", dpi=110)
+
+    def rate(run, step):
+        seconds, records = run["steps_s"].get(step), run["records"].get(step)
+        return f"{records / seconds:,.0f}" if seconds and records else "-"
+
+    scaling_rows = []
+    for u in users if "scaling" not in failed else ():
+        local, cluster = scale["local"][u], scale["cluster"][u]
+        scaling_rows.append(
+            f"| {u} ({u // 6}x) | {local['records'].get('produce') or 0:,} | {local['wall_s']:.0f} | "
+            f"{cluster['wall_s']:.0f} | {cluster['wall_s'] / local['wall_s']:.2f} | "
+            + " | ".join(f"{rate(local, s)} / {rate(cluster, s)}" for s in ("produce", "bronze", "silver")) + " | "
+            + " | ".join(f"{local['steps_s'].get(s) or 0:.0f} / {cluster['steps_s'].get(s) or 0:.0f}"
+                         for s in ("gold", "insights")) + " |")
+    note = r["scaling"]["cluster_note"] if "scaling" not in failed else {
+        "workers": "-", "worker_cores": "-", "worker_memory": "-", "spark_master": "-", "kafka": "-"}
 
     def runs(items, key="wall_s"):
         return ", ".join(f"{x[key]:.0f}" for x in items)
@@ -395,10 +477,31 @@ def write_document(r: dict) -> None:
         f"{r['producer']['record_size']}-byte record per send, acks=all, same broker, alternated with ours): "
         f"{', '.join(f'{v:,.0f}' for v in r['producer']['java_records_per_s'])} records/s.", "",
         "## Synthetic data", "",
-        f"Default (6 users x 10 days, both months, every file): {runs(r['synthetic']['default'])} s. "
-        "Scaling, one run each beyond the default: "
-        + ", ".join(f"{u} users {scaling[u]:.0f} s" for u in users) + ".", "",
+        f"Default (6 users x 10 days, both months, every file): {runs(r['synthetic']['default'])} s.", "",
+        "## Scaling: local[2] against a Spark standalone cluster and a Kafka cluster", "",
+        f"Synthetic users at 1x, 3x and 10x (10 days each, every file of both months), one `make run` each, "
+        f"local and cluster alternated. Local: `SPARK_MASTER=local[2]`, the broker the run starts. Cluster: "
+        f"`make cluster-up`'s {note['workers']} workers ({note['worker_cores']} core, {note['worker_memory']} "
+        f"each) at {note['spark_master']}, and three KRaft brokers ({note['kafka']}; replication 3, "
+        "min.insync.replicas 2, acks=all), all on this one 2-core machine.", "",
+        "| users | rows produced | local wall (s) | cluster wall (s) | cluster / local | produce rows/s local / "
+        "cluster | bronze records/s | silver records/s | gold s | insights s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", *scaling_rows, "",
+        "## Freshness under `make stream` (issue 11)", "",
+        f"A paced replay (`produce --speed`) of the first {fresh['days']} days of month 2's dailyActivity, one day "
+        f"of rows every {fresh['seconds_per_day']:.0f} s. Time from the Kafka record's timestamp (its send) to the "
+        "moment its row is visible (delta-rs polls every 0.5 s). Both with the same processingTime trigger "
+        f"({fresh['trigger']}), on the same broker, one after the other.", "",
+        "| query | rows | p50 (s) | p95 (s) | max (s) |", "| --- | --- | --- | --- | --- |",
+        f"| bare Kafka -> Delta passthrough | {fresh['passthrough']['n']} | {fresh['passthrough']['p50_s']} | "
+        f"{fresh['passthrough']['p95_s']} | {fresh['passthrough']['max_s']} |",
+        f"| `make stream`: Kafka -> bronze -> silver -> gold `kpi_daily_wellness` | {fresh['stream_kpi']['n']} of "
+        f"{fresh['stream_kpi']['expected_user_days']} user-days | {fresh['stream_kpi']['p50_s']} | "
+        f"{fresh['stream_kpi']['p95_s']} | {fresh['stream_kpi']['max_s']} |", "",
+        f"Ratio of the p95s: {fresh['ratio_p95']} (p50s: {fresh['ratio_p50']}).", "",
     ]
+    if failed:
+        lines += ["## Parts that failed in this run", "", *[f"- {k}: `{v}`" for k, v in failed.items()], ""]
     notes = DOCS / "benchmarks_notes.md"
     if notes.exists():
         lines += [notes.read_text()]
