@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 -include conf/local.env
 export
 
-.PHONY: help setup venv run job backfill dashboard test test-unit test-e2e chaos stream alerts kafka-up kafka-down lab export bench clean clean-lake
+.PHONY: help setup browser venv run job backfill dashboard lakeview test test-unit test-e2e test-cluster chaos cluster-up cluster-down stream alerts kafka-up kafka-down lab export bench clean clean-lake
 
 help:
 	@echo "make run         the five notebooks headless on FITBIT_RAW_DIR (synthetic data when empty)"
@@ -19,7 +19,10 @@ help:
 	@echo "make backfill FROM=2016-04-12 TO=2016-04-20   rebuild gold for a date range, then insights"
 	@echo "make chaos       kill -9 every writer after each of its first commits, restart, compare (long)"
 	@echo "make stream      bronze, silver and gold running continuously"
+	@echo "make dashboard   live web dashboard over gold (Streamlit), refreshing while make stream runs"
+	@echo "make lakeview    rebuild the Databricks Lakeview dashboard JSON from sql/queries"
 	@echo "make kafka-up    start the local Kafka broker / make kafka-down stops it"
+	@echo "make cluster-up  a Spark standalone cluster (master + 2 workers) and a 3-node Kafka cluster / cluster-down"
 	@echo "make bench       benchmarks -> docs/benchmarks.md"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -32,9 +35,13 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
-# Java check, Kafka broker jars and Spark's Maven packages (cached in .cache/ after the first time)
-setup: $(STAMP)
+# Java check, Kafka broker jars and Spark's Maven packages (cached in .cache/ after the first time),
+# and the browser of the browser tests (Debian's chromium, with apt-get when missing and allowed)
+setup: $(STAMP) browser
 	@$(PY) -m fitbit_lakehouse setup
+
+browser:
+	@bash tools/install_chromium.sh
 
 run: setup
 	$(PY) -m fitbit_lakehouse run
@@ -48,8 +55,13 @@ backfill: setup
 	@test -n "$(FROM)$(TO)" || { echo "usage: make backfill FROM=YYYY-MM-DD TO=YYYY-MM-DD"; exit 2; }
 	$(PY) -m fitbit_lakehouse job fitbit_pipeline --only gold,insights --param start_date=$(FROM) --param end_date=$(TO)
 
+# the live dashboard over gold (Streamlit, reads Delta with delta-rs): leave it open beside `make stream`
 dashboard: venv
-	$(PY) -m fitbit_lakehouse dashboard
+	@$(PY) -m fitbit_lakehouse dashboard
+
+# rebuild the Databricks Lakeview dashboard (dashboards/fitbit_wellness.lvdash.json) from sql/queries
+lakeview: venv
+	$(PY) -m fitbit_lakehouse lakeview
 
 test: setup
 	$(PY) -m pytest
@@ -64,6 +76,16 @@ test-e2e: setup
 chaos: setup
 	$(PY) -m pytest -m chaos tests/e2e/test_faults.py
 
+# the same pipeline on a Spark standalone cluster and a three-broker Kafka cluster, compared with local
+test-cluster: setup
+	$(PY) -m pytest -m cluster tests/e2e/test_cluster.py
+
+cluster-up: setup
+	@$(PY) -m fitbit_lakehouse cluster up
+
+cluster-down: venv
+	@$(PY) -m fitbit_lakehouse cluster down
+
 stream: setup
 	$(PY) -m fitbit_lakehouse stream
 
@@ -76,8 +98,9 @@ kafka-up: setup
 kafka-down: $(STAMP)
 	$(PY) -m fitbit_lakehouse kafka down
 
+# JupyterLab on notebooks/, kernels on the venv's Python (where fitbit_lakehouse is installed)
 lab: setup
-	cd notebooks && ../$(VENV)/bin/jupyter lab
+	$(PY) -m fitbit_lakehouse lab
 
 export: setup
 	$(PY) -m fitbit_lakehouse export

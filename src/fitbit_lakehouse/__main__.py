@@ -35,18 +35,28 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a job parameter, as `databricks bundle run --params` takes them (repeatable)")
     j.add_argument("--only", help="only these tasks (comma-separated task keys)")
-    sub.add_parser("dashboard", help="rebuild dashboards/fitbit_wellness.lvdash.json from sql/queries")
+    sub.add_parser("lakeview", help="rebuild dashboards/fitbit_wellness.lvdash.json (Databricks) from sql/queries")
+    dash = sub.add_parser("dashboard", help="the live web dashboard over gold (Streamlit; Ctrl-C stops)")
+    dash.add_argument("--port", type=int, help="overrides dashboard.port")
     sub.add_parser("stream", help="bronze, silver and gold running continuously (Ctrl-C stops)")
+    lb = sub.add_parser("lab", help="JupyterLab on notebooks/ with the project's kernel (make lab)")
+    lb.add_argument("--port", type=int)
+    lb.add_argument("--token", help="the server's token (default: a random one, printed)")
+    lb.add_argument("--no-browser", action="store_true")
+    lb.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab (after --)")
     a = sub.add_parser("alerts", help="print goal alerts from the alerts topic as they arrive")
     a.add_argument("--latest", action="store_true", help="only alerts from now on")
     sub.add_parser("synthetic", help="write the synthetic data set into FITBIT_RAW_DIR")
     sub.add_parser("setup", help="check Java, resolve the Kafka broker's and Spark's jars (once)")
     k = sub.add_parser("kafka", help="the local broker")
     k.add_argument("action", choices=["up", "down", "status"])
+    c = sub.add_parser("cluster", help="a local Spark standalone cluster and a three-node Kafka cluster")
+    c.add_argument("action", choices=["up", "down"])
     args = parser.parse_args(argv)
 
     from .bronze import DataLossError
     from .bundle import BundleError
+    from .cluster import ClusterError
     from .kafka_broker import BrokerError
     from .maven import SetupError
     from .pipeline import StepFailed, settings_from_params
@@ -57,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_params(raw_dir=getattr(args, "raw_dir", None))
     try:
         return _dispatch(args, settings)
-    except (BrokerError, BundleError, DataLossError, NoInput, PrivacyError, SetupError, StepFailed,
+    except (BrokerError, BundleError, ClusterError, DataLossError, NoInput, PrivacyError, SetupError, StepFailed,
             ReconciliationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -111,10 +121,14 @@ def _dispatch(args, settings) -> int:
         jobs = ["fitbit_producer", "fitbit_pipeline"] if args.job == "all" else [args.job]
         for job in jobs:   # with `all`, each job takes the parameters it has
             run_job(settings, job, args.target, given, only, ignore_unknown=len(jobs) > 1)
-    elif args.command == "dashboard":
+    elif args.command == "lakeview":
         from .bundle import write_dashboard
 
         print(f"wrote {write_dashboard(settings.project_root)}")
+    elif args.command == "dashboard":
+        from .dashboard import serve
+
+        return serve(settings, port=args.port)
     elif args.command == "alerts":
         from .alerts import consume_alerts
         from .kafka_broker import ensure_broker
@@ -124,6 +138,11 @@ def _dispatch(args, settings) -> int:
         consume_alerts(settings, from_beginning=not args.latest)
     elif args.command == "stream":
         pipeline.stream(settings)
+    elif args.command == "lab":
+        from .lab import lab
+
+        lab(settings, port=args.port, token=args.token, open_browser=not args.no_browser,
+            extra=[a for a in args.jupyter_args if a != "--"])
     elif args.command == "synthetic":
         from .synthetic import generate
 
@@ -140,6 +159,13 @@ def _dispatch(args, settings) -> int:
         LocalBroker(settings).classpath()
         extra_jars(settings)
         print("setup ok: Java, the Kafka broker's jars and Spark's Delta and Kafka jars are in place")
+    elif args.command == "cluster":
+        from .cluster import cluster_down, cluster_up
+
+        if args.action == "up":
+            print(cluster_up(settings))
+        else:
+            print("stopped" if cluster_down(settings) else "no cluster was running")
     elif args.command == "kafka":
         from .kafka_broker import LocalBroker, ensure_broker, ensure_topics, stop_local_broker
 

@@ -119,7 +119,8 @@ def insights_step(settings: Settings) -> dict:
     started = time.monotonic()
     result = run_insights(get_spark(settings), settings)
     _timed_report(settings, "insights", started, {"records": len(result["charts"]), "unit": "charts",
-                                                  "report": result["report"]})
+                                                  "report": result["report"], "html_report": result["html_report"],
+                                                  "model": result["model"], "model_skipped": result["model_skipped"]})
     return result
 
 
@@ -255,6 +256,8 @@ def stream(settings: Settings) -> None:
     lake.create("silver", INGEST_LOG, spark.createDataFrame([], INGEST_LOG_SCHEMA).schema)
 
     def update_gold(batch, batch_id):
+        if batch.isEmpty():   # the ingest log's own creation: silver has written nothing yet
+            return
         run_gold(batch.sparkSession, settings)
         publish_alerts(batch.sparkSession, settings)
 

@@ -143,7 +143,7 @@ def test_unknown_job_or_target_is_a_clear_error():
 def test_dashboard_is_built_from_the_sql_queries():
     built = dashboard_json(ROOT / "sql" / "queries")
     committed = json.loads((ROOT / "dashboards" / "fitbit_wellness.lvdash.json").read_text())
-    assert committed == built, "run `make dashboard` after changing sql/queries"
+    assert committed == built, "run `make lakeview` after changing sql/queries"
     datasets = {d["name"] for d in built["datasets"]}
     assert datasets == {p.stem for p in (ROOT / "sql" / "queries").glob("*.sql")}
     for item in built["pages"][0]["layout"]:

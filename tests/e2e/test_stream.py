@@ -1,0 +1,103 @@
+"""`make stream` keeps gold current: `python -m fitbit_lakehouse stream` runs bronze, silver and gold as
+continuous queries against the real broker; rows produced while it runs reach kpi_daily_wellness
+without anyone running 04_gold, and a day produced later shows up the same way.
+
+Expected user-days and figures come straight from the CSV rows sent (pandas), not from the pipeline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fitbit_lakehouse.privacy import user_key
+from fitbit_lakehouse.produce import produce_from_settings
+from tests.conftest import MONTH2_SLICE
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "stream-test-secret"
+DAILY = "dailyActivity_merged.csv"
+
+
+def _expected_kpi(rows: pd.DataFrame, min_steps: int) -> dict:
+    """(user_key, date_key) -> total_steps of every valid day in these CSV rows."""
+    valid = rows[rows["TotalSteps"].astype(int) >= min_steps]
+    dates = pd.to_datetime(valid["ActivityDate"], format="%m/%d/%Y").dt.strftime("%Y%m%d").astype(int)
+    return {(user_key(int(i), SECRET), int(d)): int(s) for i, d, s in zip(valid["Id"], dates, valid["TotalSteps"])}
+
+
+def _kpi(lake: Path) -> dict:
+    from deltalake import DeltaTable
+
+    path = lake / "gold" / "kpi_daily_wellness"
+    try:
+        frame = DeltaTable(str(path)).to_pandas(columns=["user_key", "date_key", "total_steps"])
+    except Exception:   # noqa: BLE001 - not created yet
+        return {}
+    return {(u, int(d)): int(s) for u, d, s in frame.itertuples(index=False, name=None)}
+
+
+def _wait_until(condition, timeout_s: float, what: str, proc: subprocess.Popen, output: list[str]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert proc.poll() is None, f"make stream exited ({proc.returncode}):\n" + "".join(output[-40:])
+        assert time.monotonic() < deadline, f"{what} within {timeout_s:.0f} s:\n" + "".join(output[-40:])
+        time.sleep(1)
+
+
+def _write(path: Path, header: list[str], rows: pd.DataFrame, append: bool) -> None:
+    with open(path, "a" if append else "w", newline="") as handle:
+        if not append:
+            handle.write(",".join(header) + "\r\n")
+        handle.write("".join(",".join(r) + "\r\n" for r in rows.itertuples(index=False)))
+
+
+def test_gold_follows_the_stream_and_a_later_day_shows_up(base_settings, broker, tmp_path, monkeypatch):
+    source = pd.read_csv(MONTH2_SLICE / DAILY, dtype=str, keep_default_na=False)
+    dates = sorted(set(source["ActivityDate"]), key=lambda d: pd.to_datetime(d, format="%m/%d/%Y"))
+    first_days, later_day = source[source["ActivityDate"].isin(dates[:2])], source[source["ActivityDate"] == dates[2]]
+    raw, lake = tmp_path / "raw", tmp_path / "lake"
+    raw.mkdir()
+    _write(raw / DAILY, list(source.columns), first_days, append=False)
+
+    overrides = {"kafka.events_topic": "e2e_stream_events", "kafka.alerts_topic": "e2e_stream_alerts",
+                 "bronze.processing_time": "2 seconds", "silver.processing_time": "2 seconds",
+                 "gold.processing_time": "2 seconds", "spark.shuffle_partitions": 2}
+    settings = base_settings.with_overrides(**{"paths.raw_dir": str(raw), "paths.lake_dir": str(lake),
+                                               "kafka.bootstrap_servers": broker.bootstrap_servers, **overrides})
+    env = dict(os.environ, FITBIT_LAKE_DIR=str(lake), FITBIT_RAW_DIR=str(raw), FITBIT_USER_KEY_SECRET=SECRET,
+               KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, FITBIT_SETTINGS=json.dumps(overrides))
+    proc = subprocess.Popen([sys.executable, "-m", "fitbit_lakehouse", "stream"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    min_steps = int(settings.get("kpi.valid_day_min_steps"))
+    try:
+        _wait_until(lambda: any("Ctrl-C stops" in line for line in output), 180, "the queries start", proc, output)
+        monkeypatch.setenv("FITBIT_USER_KEY_SECRET", SECRET)   # the producer keys messages with it too
+        produce_from_settings(settings)
+        expected = _expected_kpi(first_days, min_steps)
+        _wait_until(lambda: _kpi(lake) == expected, 300, "the first days in kpi_daily_wellness", proc, output)
+
+        # a day produced while the queries run: only its rows are sent (the ledger), gold follows
+        _write(raw / DAILY, list(source.columns), later_day, append=True)
+        summary = produce_from_settings(settings)
+        assert summary.rows == len(later_day)
+        expected = _expected_kpi(pd.concat([first_days, later_day]), min_steps)
+        _wait_until(lambda: _kpi(lake) == expected, 300, "the later day in kpi_daily_wellness", proc, output)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert not (lake / "reports" / "gold.json").exists(), "04_gold's step ran: gold must come from the stream"
