@@ -180,6 +180,16 @@ def daily_segments(kpi: pd.DataFrame, order: list[str] | None = None) -> pd.Data
     return pd.DataFrame({"segment": order, "user_days": [int(counts.get(n, 0)) for n in order]})
 
 
+def hours_of_valid_days(hourly: pd.DataFrame | None, kpi: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The hours of valid user-days only, as the report counts them (insights.on_valid_days): a day
+    the tracker was not worn would pull every hourly mean towards zero."""
+    from .insights import on_valid_days
+
+    if hourly is None or kpi is None or not len(hourly):
+        return hourly
+    return on_valid_days(hourly, kpi)
+
+
 def hourly_pattern(hourly: pd.DataFrame | None) -> pd.DataFrame:
     """Mean steps per user-hour for each hour of the day, 0..23 (hours without data: NaN)."""
     means = hourly.groupby("hour")["steps"].mean() if hourly is not None and len(hourly) else pd.Series(dtype=float)
@@ -218,11 +228,13 @@ def sleep_view(sleep: pd.DataFrame | None) -> SleepView:
     """Sleep efficiency: each night's time in bed against time asleep, with r and n."""
     if sleep is None or not len(sleep):
         return SleepView(pd.DataFrame(columns=["time_in_bed", "minutes_asleep", "sleep_efficiency"]), 0, None, None)
-    nights = sleep.loc[sleep["time_in_bed"] > 0, ["time_in_bed", "minutes_asleep", "sleep_efficiency"]]
+    from .insights import pearson, sleep_nights
+
+    nights = sleep_nights(sleep)[["time_in_bed", "minutes_asleep", "sleep_efficiency"]]   # the report's nights
     nights = nights.astype(float).reset_index(drop=True)
     n = len(nights)
-    varies = n >= 3 and nights["time_in_bed"].nunique() > 1 and nights["minutes_asleep"].nunique() > 1
-    r = round(float(nights["time_in_bed"].corr(nights["minutes_asleep"])), 3) if varies else None
+    r = pearson(nights["time_in_bed"], nights["minutes_asleep"], min_pairs=3)["r"]
+    r = None if r is None else round(r, 3)
     mean = round(float(nights["sleep_efficiency"].mean()), 3) if n else None
     return SleepView(nights, n, r, mean)
 

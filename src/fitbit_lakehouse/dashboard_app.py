@@ -82,16 +82,17 @@ def live() -> None:
                                     sort=None, color="#DD8452"), width="stretch")
         st.caption("Valid user-days by that day's active minutes.")
 
+    hours = d.hours_of_valid_days(gold.hourly, gold.kpi)   # as the report: worn days only
     left, right = st.columns(2)
     with left:
         st.subheader("By hour of day")
-        st.altair_chart(d.bar_chart(d.hourly_pattern(gold.hourly), "hour", "mean_steps", "mean steps per hour",
+        st.altair_chart(d.bar_chart(d.hourly_pattern(hours), "hour", "mean_steps", "mean steps per hour",
                                     color="#8172B2"), width="stretch")
     with right:
         st.subheader("By weekday")
         st.altair_chart(d.bar_chart(d.weekday_pattern(gold.kpi), "day_of_week", "mean_steps", "mean daily steps",
                                     sort=d.WEEKDAYS), width="stretch")
-    grid = d.weekday_hour(gold.hourly)
+    grid = d.weekday_hour(hours)
     if len(grid):
         st.subheader("Weekday x hour")
         st.altair_chart(d.heatmap_chart(grid), width="stretch")

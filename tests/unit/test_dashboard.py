@@ -120,8 +120,19 @@ def test_hourly_and_weekday_patterns():
     assert d.weekday_hour(None).empty
 
 
+def test_hourly_figures_count_only_valid_days_as_the_report_does():
+    hourly = pd.DataFrame({"user_key": ["a", "a", "b"], "date_key": [20160412, 20160413, 20160412],
+                           "hour": [8, 8, 8], "steps": [600, 0, 300]})
+    kpi = pd.DataFrame({"user_key": ["a", "b"], "date_key": [20160412, 20160412]})   # a's 4/13: not worn
+    hours = d.hours_of_valid_days(hourly, kpi)
+    assert sorted(hours["steps"]) == [300, 600]
+    assert d.hourly_pattern(hours).set_index("hour").loc[8, "mean_steps"] == 450
+    assert d.hours_of_valid_days(None, kpi) is None
+
+
 def test_sleep_view():
-    sleep = pd.DataFrame({"time_in_bed": [400, 500, 300, 0], "minutes_asleep": [380, 450, 290, 0],
+    sleep = pd.DataFrame({"user_key": ["a", "a", "b", "b"], "date_key": [20160412, 20160413, 20160412, 20160413],
+                          "time_in_bed": [400, 500, 300, 0], "minutes_asleep": [380, 450, 290, 0],
                           "sleep_efficiency": [0.95, 0.9, 290 / 300, None]})
     view = d.sleep_view(sleep)
     assert view.n == 3   # a night with no time in bed is not a night
