@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import sys
 from datetime import date
@@ -163,6 +164,7 @@ def _dispatch(args, settings) -> int:
         from .cluster import cluster_down, cluster_up
 
         if args.action == "up":
+            logging.getLogger("kafka").setLevel(logging.CRITICAL)   # refused connections while nodes start are expected
             print(cluster_up(settings))
         else:
             print("stopped" if cluster_down(settings) else "no cluster was running")
