@@ -23,6 +23,7 @@ from fitbit_lakehouse.produce import source_name
 from fitbit_lakehouse.kafka_broker import LocalBroker, ensure_broker, stop_local_broker
 from fitbit_lakehouse.synthetic import generate
 from fitbit_lakehouse.tables import Lake
+from tests.e2e.slowed_sends import count_and_slow_sends
 
 pytestmark = pytest.mark.e2e
 
@@ -82,20 +83,10 @@ def _expected_rows(settings) -> Counter:
 
 
 def test_broker_killed_mid_produce_and_mid_bronze_loses_and_doubles_nothing(own_broker, spark, monkeypatch):
-    from fitbit_lakehouse.produce import _Sender
-
     settings = own_broker
     lake = Lake(spark, settings)
     # one row per message, a little slowed down, so that the kill lands in the middle of produce
-    sent = {"messages": 0}
-    real_send = _Sender.send
-
-    def counting_send(self, *args, **kwargs):
-        sent["messages"] += 1
-        time.sleep(0.01)
-        return real_send(self, *args, **kwargs)
-
-    monkeypatch.setattr(_Sender, "send", counting_send)
+    sent = count_and_slow_sends(monkeypatch)
     outage = _kill_and_restart(settings, lambda: sent["messages"] >= 150)
     summary = pipeline.produce_step(settings.with_overrides(**{"producer.records_per_message": 1}),
                                     file_filter=FILES)

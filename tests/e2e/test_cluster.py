@@ -26,6 +26,7 @@ from fitbit_lakehouse.catalogue import scan_sources
 from fitbit_lakehouse.cluster import KafkaCluster, SparkCluster
 from fitbit_lakehouse.produce import source_name
 from tests.conftest import MONTH2_SLICE
+from tests.e2e.slowed_sends import count_and_slow_sends
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -128,8 +129,6 @@ def _in_sync(kafka: KafkaCluster, topic: str) -> bool:
 
 @pytest.fixture(scope="module")
 def cluster_run(clusters, base_settings, month2, test_root, monkeypatch_module):
-    from fitbit_lakehouse.produce import _Sender
-
     kafka, spark = clusters
     lake_dir = test_root / "cluster_lake"
     monkeypatch_module.setenv("FITBIT_USER_KEY_SECRET", SECRET)
@@ -139,18 +138,10 @@ def cluster_run(clusters, base_settings, month2, test_root, monkeypatch_module):
         "kafka.alerts_topic": "e2e_cluster_alerts", "producer.records_per_message": 10})
     happened: dict = {}
     # produce, slowed a little, with broker 1 killed a third of the way through
-    sent = {"messages": 0}
-    real_send = _Sender.send
-
-    def counting_send(self, *args, **kwargs):
-        sent["messages"] += 1
-        time.sleep(0.01)
-        return real_send(self, *args, **kwargs)
-
-    monkeypatch_module.setattr(_Sender, "send", counting_send)
-    killer = _kill_when(kafka, 0, lambda: sent["messages"] >= 100, happened, "produce")
-    produced = pipeline.produce_step(settings)
-    monkeypatch_module.setattr(_Sender, "send", real_send)
+    with pytest.MonkeyPatch.context() as patch:
+        sent = count_and_slow_sends(patch)
+        killer = _kill_when(kafka, 0, lambda: sent["messages"] >= 100, happened, "produce")
+        produced = pipeline.produce_step(settings)
     killer.join(60)
     kafka.start_node(kafka.nodes[0])
 
