@@ -140,22 +140,23 @@ def wellness_trend(kpi: pd.DataFrame, dates: pd.DataFrame | None = None) -> pd.D
     """Mean wellness score per calendar day, one row for every day from the first to the last
     (dim_date's range when given): a day without a score has NaN, and `run` numbers the stretches
     of consecutive scored days, so a line drawn per run leaves a gap where days are missing."""
-    scored = kpi.dropna(subset=["wellness_score"])
-    by_day = scored.groupby("date")["wellness_score"].agg(["mean", "size"])
+    from .insights import wellness_trend as report_trend
+
+    by_day = report_trend(kpi)   # the report's daily means, one row per day of the kpi's range
     if dates is not None and len(dates):
         first, last = pd.to_datetime(dates["date"]).min(), pd.to_datetime(dates["date"]).max()
-    elif len(kpi):
-        first, last = kpi["date"].min(), kpi["date"].max()
+    elif len(by_day):
+        first, last = by_day.index.min(), by_day.index.max()
     else:
         return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "wellness_score": pd.Series(dtype=float),
                              "user_days": pd.Series(dtype=int), "run": pd.Series(dtype=int)})
     days = calendar(min(first, by_day.index.min()) if len(by_day) else first,
                     max(last, by_day.index.max()) if len(by_day) else last)
     out = by_day.reindex(days)
-    present = out["mean"].notna()
+    present = out["wellness_score"].notna()
     run = (present & ~present.shift(fill_value=False)).cumsum()
-    return pd.DataFrame({"date": days, "wellness_score": out["mean"].round(1).values,
-                         "user_days": out["size"].fillna(0).astype(int).values,
+    return pd.DataFrame({"date": days, "wellness_score": out["wellness_score"].round(1).values,
+                         "user_days": out["scored_users"].fillna(0).astype(int).values,   # one kpi row per user-day
                          "run": np.where(present, run, -1)})
 
 
