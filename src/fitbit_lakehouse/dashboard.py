@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import insights
 from .config import Settings
-
-WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+from .insights import HOURS, WEEKDAYS
 REQUIRED = ("kpi_daily_wellness", "dim_user")   # what the KPI tiles need; the rest is optional
 OPTIONAL = ("dim_date", "fact_hourly_activity", "fact_sleep", "goal_alerts")
 
@@ -125,9 +125,7 @@ TILES = (  # kpi_summary key, label, format, help
 
 def kpi_tiles(kpi: pd.DataFrame, users: pd.DataFrame) -> list[Tile]:
     """The headline tiles: insights.kpi_summary (the report's figures), formatted."""
-    from .insights import kpi_summary
-
-    summary = kpi_summary(kpi, users)
+    summary = insights.kpi_summary(kpi, users)
     return [Tile(key, label, summary.get(key), "–" if summary.get(key) is None else fmt.format(summary[key]), help_)
             for key, label, fmt, help_ in TILES]
 
@@ -140,9 +138,7 @@ def wellness_trend(kpi: pd.DataFrame, dates: pd.DataFrame | None = None) -> pd.D
     """Mean wellness score per calendar day, one row for every day from the first to the last
     (dim_date's range when given): a day without a score has NaN, and `run` numbers the stretches
     of consecutive scored days, so a line drawn per run leaves a gap where days are missing."""
-    from .insights import wellness_trend as report_trend
-
-    by_day = report_trend(kpi)   # the report's daily means, one row per day of the kpi's range
+    by_day = insights.wellness_trend(kpi)   # the report's daily means, one row per day of the kpi's range
     if dates is not None and len(dates):
         first, last = pd.to_datetime(dates["date"]).min(), pd.to_datetime(dates["date"]).max()
     elif len(by_day):
@@ -184,17 +180,16 @@ def daily_segments(kpi: pd.DataFrame, order: list[str] | None = None) -> pd.Data
 def hours_of_valid_days(hourly: pd.DataFrame | None, kpi: pd.DataFrame | None) -> pd.DataFrame | None:
     """The hours of valid user-days only, as the report counts them (insights.on_valid_days): a day
     the tracker was not worn would pull every hourly mean towards zero."""
-    from .insights import on_valid_days
-
     if hourly is None or kpi is None or not len(hourly):
         return hourly
-    return on_valid_days(hourly, kpi)
+    return insights.on_valid_days(hourly, kpi)
 
 
 def hourly_pattern(hourly: pd.DataFrame | None) -> pd.DataFrame:
-    """Mean steps per user-hour for each hour of the day, 0..23 (hours without data: NaN)."""
-    means = hourly.groupby("hour")["steps"].mean() if hourly is not None and len(hourly) else pd.Series(dtype=float)
-    return pd.DataFrame({"hour": range(24), "mean_steps": means.reindex(range(24)).round(1).values})
+    """Mean steps per user-hour for each hour of the day, 0..23 (hours without data: NaN), as the report."""
+    means = insights.hourly_pattern(hourly) if hourly is not None and len(hourly) \
+        else pd.Series(np.nan, index=HOURS)
+    return pd.DataFrame({"hour": HOURS, "mean_steps": means.round(1).values})
 
 
 def weekday_pattern(kpi: pd.DataFrame) -> pd.DataFrame:
@@ -206,15 +201,15 @@ def weekday_pattern(kpi: pd.DataFrame) -> pd.DataFrame:
 
 
 def weekday_hour(hourly: pd.DataFrame | None) -> pd.DataFrame:
-    """Mean steps per user-hour for each weekday x hour (the heat map), long form."""
-    cols = {"day_of_week": pd.Series(dtype=object), "hour": pd.Series(dtype=int), "mean_steps": pd.Series(dtype=float)}
+    """The report's heat map (mean steps per user-hour, weekday x hour; NaN where no hour was
+    recorded) in long form, one row per cell."""
     if hourly is None or not len(hourly):
-        return pd.DataFrame(cols)
+        return pd.DataFrame({"day_of_week": pd.Series(dtype=object), "hour": pd.Series(dtype=int),
+                             "mean_steps": pd.Series(dtype=float)})
     frame = with_dates(hourly[["date_key", "hour", "steps"]])
-    grid = frame.groupby(["day_of_week", "hour"], observed=False)["steps"].mean().round(1)
-    out = grid.reset_index().rename(columns={"steps": "mean_steps"})
-    out["day_of_week"] = out["day_of_week"].astype(str)
-    return out
+    frame["day_of_week"] = frame["day_of_week"].astype(str)
+    grid = insights.weekday_hour_steps(frame).round(1).rename_axis(index="day_of_week", columns="hour")
+    return grid.stack(future_stack=True).rename("mean_steps").reset_index()
 
 
 @dataclass(frozen=True)
@@ -229,12 +224,10 @@ def sleep_view(sleep: pd.DataFrame | None) -> SleepView:
     """Sleep efficiency: each night's time in bed against time asleep, with r and n."""
     if sleep is None or not len(sleep):
         return SleepView(pd.DataFrame(columns=["time_in_bed", "minutes_asleep", "sleep_efficiency"]), 0, None, None)
-    from .insights import pearson, sleep_nights
-
-    nights = sleep_nights(sleep)[["time_in_bed", "minutes_asleep", "sleep_efficiency"]]   # the report's nights
+    nights = insights.sleep_nights(sleep)[["time_in_bed", "minutes_asleep", "sleep_efficiency"]]   # the report's nights
     nights = nights.astype(float).reset_index(drop=True)
     n = len(nights)
-    r = pearson(nights["time_in_bed"], nights["minutes_asleep"], min_pairs=3)["r"]
+    r = insights.pearson(nights["time_in_bed"], nights["minutes_asleep"], min_pairs=3)["r"]
     r = None if r is None else round(r, 3)
     mean = round(float(nights["sleep_efficiency"].mean()), 3) if n else None
     return SleepView(nights, n, r, mean)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from .catalogue import kinds_for_table
+from .insights import WEEKDAYS
 
-WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 DAILY_MINUTES = ["very_active_minutes", "fairly_active_minutes", "lightly_active_minutes", "sedentary_minutes"]
 
 

@@ -116,7 +116,7 @@ def test_hourly_and_weekday_patterns():
 
     grid = d.weekday_hour(hourly).set_index(["day_of_week", "hour"])["mean_steps"]
     assert grid[("Monday", 8)] == 200.0 and grid[("Tuesday", 23)] == 50.0
-    assert len(grid) == 7 * 2   # every weekday for the hours seen
+    assert len(grid) == 7 * 24 and math.isnan(grid[("Monday", 0)])   # the report's grid: every cell
     assert d.weekday_hour(None).empty
 
 
