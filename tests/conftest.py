@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
 from fitbit_lakehouse.config import load_settings
+from fitbit_lakehouse.kafka_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MONTH2 = ROOT.parent / "shared" / "data" / "fitbit" / "4.12.16-5.12.16"
@@ -15,12 +15,6 @@ MONTH2_SLICE = ROOT / "tests" / "fixtures" / "month2_slice"   # a few hundred re
 
 # data times are naive wall-clock: run everything in a US zone with a DST gap to prove nothing shifts
 os.environ.setdefault("TZ", "America/Chicago")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +26,7 @@ def test_root(tmp_path_factory) -> Path:
 def base_settings(test_root):
     """Settings of the test session: a lake under tmp, a broker port of its own."""
     environ = {"FITBIT_LAKE_DIR": str(test_root / "lake"), "FITBIT_RAW_DIR": str(test_root / "raw"),
-               "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{_free_port()}"}
+               "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{free_port()}"}
     return load_settings(env="local", conf_dir=ROOT / "conf", environ=environ).with_overrides(
         **{"spark.shuffle_partitions": 2})
 
@@ -72,3 +66,23 @@ def broker(base_settings):
     yield handle
     if handle.started_here:
         stop_local_broker(settings)
+
+
+
+def _is_controller(config) -> bool:
+    return not hasattr(config, "workerinput")   # pytest-xdist's workers have it; a serial run does not
+
+
+def pytest_sessionstart(session):
+    if _is_controller(session.config):
+        from tests.e2e import chaos_report
+
+        chaos_report.start()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """make chaos: the fault scenarios' table (CHAOS_REPORT names the file), once every worker is done."""
+    if _is_controller(session.config):
+        from tests.e2e import chaos_report
+
+        chaos_report.write_table()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -137,8 +138,30 @@ def _command_line(pid: int) -> str:
         return ""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
+def _ephemeral_ports() -> range:
+    """The ports the kernel hands to port-0 and outgoing sockets (Linux: ip_local_port_range)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return range(low, high + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)   # Linux's default; macOS uses 49152..65535
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1, for a server started a little later. Picked below the
+    kernel's ephemeral range: a port from that range can be handed to any other process's port-0 or
+    outgoing socket (Spark's RPC and block manager, Jupyter kernels) before the server binds it."""
+    ephemeral = _ephemeral_ports()
+    pick = random.SystemRandom()
+    low = max(1024, ephemeral.start - 12000)
+    for port in pick.sample(range(low, max(low + 1, ephemeral.start)), min(200, max(1, ephemeral.start - low))):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:   # nothing free below the range: any port the kernel gives
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
@@ -252,7 +275,7 @@ class LocalBroker:
     def start(self) -> int:
         require_java()
         self.classpath()
-        config = self._write_config(_free_port())
+        config = self._write_config(free_port())
         self.format_storage(config)
         with open(self.log_file.with_suffix(".out"), "ab") as out:
             proc = self._java("kafka.Kafka", str(config), stdout=out, stderr=subprocess.STDOUT,

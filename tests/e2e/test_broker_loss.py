@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -20,20 +19,15 @@ import pytest
 from fitbit_lakehouse import pipeline
 from fitbit_lakehouse.catalogue import scan_sources
 from fitbit_lakehouse.produce import source_name
-from fitbit_lakehouse.kafka_broker import LocalBroker, ensure_broker, stop_local_broker
+from fitbit_lakehouse.kafka_broker import LocalBroker, ensure_broker, free_port, stop_local_broker
 from fitbit_lakehouse.synthetic import generate
 from fitbit_lakehouse.tables import Lake
+from tests.e2e import chaos_report
 from tests.e2e.slowed_sends import count_and_slow_sends
 
 pytestmark = pytest.mark.e2e
 
 FILES = "dailyActivity,hourlySteps"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def own_broker(base_settings, test_root):
     generate(raw, users=3, days=3, seed=11, heart_rate_users=0)
     settings = base_settings.with_overrides(**{
         "paths.raw_dir": str(raw), "paths.lake_dir": str(test_root / "broker_loss"),
-        "kafka.bootstrap_servers": f"localhost:{_free_port()}", "kafka.events_topic": "e2e_broker_loss",
+        "kafka.bootstrap_servers": f"localhost:{free_port()}", "kafka.events_topic": "e2e_broker_loss",
         "kafka.alerts_topic": "e2e_broker_loss_alerts", "bronze.max_offsets_per_trigger": 15,
         "silver.max_files_per_trigger": 1000})
     ensure_broker(settings)
@@ -113,6 +107,9 @@ def test_broker_killed_mid_produce_and_mid_bronze_loses_and_doubles_nothing(own_
     events = lake.read("bronze", "events").select("source_file", "row_number").toPandas()
     landed = Counter(zip(events["source_file"], events["row_number"].astype(int)))
     expected = _expected_rows(settings)
+    chaos_report.record("broker SIGKILLed mid produce and mid bronze", runs=2,
+                        lost=sum((expected - landed).values()), duplicated=sum((landed - expected).values()),
+                        detail="bronze rows against every data row of the CSVs; restarted on its log")
     assert sum(expected.values()) == summary["rows"]      # the producer acknowledged every row ...
     assert landed == expected                             # ... and each is in bronze exactly once
     report = pipeline.silver_step(settings)

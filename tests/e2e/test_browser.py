@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from fitbit_lakehouse import pipeline
+from fitbit_lakehouse.kafka_broker import free_port
 from tests.conftest import MONTH2_SLICE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -37,12 +37,6 @@ TILE_LABELS = ("Valid user-days", "Users", "Mean daily steps", "Mean active minu
 
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _stop_group(process: subprocess.Popen) -> None:
@@ -149,7 +143,7 @@ def _matches(shown: dict[str, str], expected: dict[str, float]) -> bool:
 @pytest.fixture(scope="module")
 def dashboard(lake):
     """`python -m fitbit_lakehouse dashboard` (what `make dashboard` runs) on the test lake."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "FITBIT_LAKE_DIR": str(lake), "FITBIT_SETTINGS": json.dumps({"dashboard.refresh_seconds": 1})}
     process = subprocess.Popen([sys.executable, "-m", "fitbit_lakehouse", "dashboard", "--port", str(port)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -259,7 +253,7 @@ def jupyter_lab(tmp_path_factory):
     settings_dir = home / "settings" / "@jupyterlab" / "docmanager-extension"
     settings_dir.mkdir(parents=True)
     (settings_dir / "plugin.jupyterlab-settings").write_text('{"autosave": false}')
-    port, token = _free_port(), "browser-test-token"
+    port, token = free_port(), "browser-test-token"
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
     log = open(home / "lab.log", "w")

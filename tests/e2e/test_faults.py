@@ -22,6 +22,7 @@ import pytest
 
 from fitbit_lakehouse import pipeline
 from fitbit_lakehouse.synthetic import generate
+from tests.e2e import chaos_report
 
 pytestmark = pytest.mark.e2e
 
@@ -111,14 +112,23 @@ def clean(topic, test_root, spark):
     return snapshot, alerts
 
 
-def _compare(spark, topic, lake_dir, alerts_topic, snapshot, alerts, scenario) -> None:
+def _compare(spark, topic, lake_dir, alerts_topic, snapshot, alerts, scenario, runs, detail="") -> None:
     got = _snapshot(spark, topic, lake_dir)
+    got_alerts = _alerts(topic, alerts_topic)
+    quarantine = got.get("silver/quarantine", pd.DataFrame(columns=snapshot["silver/quarantine"].columns))
+    quarantine_once = not quarantine.duplicated(["source_file", "row_number", "record_part", "raw_value"]).any()
+    lost = sum((alerts - got_alerts).values()) + sum(len(f) for t, f in snapshot.items() if t not in got)
+    duplicated = sum((got_alerts - alerts).values())
+    for table in set(snapshot) & set(got):
+        table_lost, table_duplicated = chaos_report.row_differences(snapshot[table], got[table])
+        lost, duplicated = lost + table_lost, duplicated + table_duplicated
+    chaos_report.record(scenario, runs, lost, duplicated, quarantine_once, detail)
+
     assert set(got) == set(snapshot)
     for table, frame in snapshot.items():   # row for row: nothing lost, nothing twice
         pd.testing.assert_frame_equal(got[table], frame, check_like=True, obj=f"{scenario}: {table}")
-    quarantine = got["silver/quarantine"]
-    assert not quarantine.duplicated(["source_file", "row_number", "record_part", "raw_value"]).any()
-    assert _alerts(topic, alerts_topic) == alerts   # each alert once on the topic
+    assert quarantine_once
+    assert got_alerts == alerts   # each alert once on the topic
 
 
 def _crash_and_compare(scenario, topic, clean, test_root, spark):
@@ -127,7 +137,8 @@ def _crash_and_compare(scenario, topic, clean, test_root, spark):
     lake_dir, alerts_topic = test_root / f"faults_{name}", f"e2e_faults_alerts_{name}"
     assert _run(topic, lake_dir, alerts_topic, kill_after=scenario) == -9, f"{scenario} never reached: not killed"
     assert _run(topic, lake_dir, alerts_topic) == 0
-    _compare(spark, topic, lake_dir, alerts_topic, snapshot, alerts, scenario)
+    _compare(spark, topic, lake_dir, alerts_topic, snapshot, alerts, scenario, runs=2,
+             detail="kill -9 after that commit, then a run to the end")
 
 
 def test_crash_after_crash_then_a_clean_finish_equals_clean_run(topic, clean, test_root, spark):
@@ -138,7 +149,8 @@ def test_crash_after_crash_then_a_clean_finish_equals_clean_run(topic, clean, te
         if lose_checkpoints:
             shutil.rmtree(lake_dir / "checkpoints")
     assert _run(topic, lake_dir, alerts_topic) == 0   # the silver reconciliation holds, or this fails
-    _compare(spark, topic, lake_dir, alerts_topic, snapshot, alerts, "after every crash")
+    _compare(spark, topic, lake_dir, alerts_topic, snapshot, alerts, "chain: " + ", ".join(s for s, _ in CRASHES),
+             runs=len(CRASHES) + 1, detail="crash after crash, checkpoints lost after the first two")
 
 
 @pytest.mark.chaos
@@ -158,7 +170,8 @@ def test_checkpoints_deleted_tables_kept_equals_clean_run(scenario, topic, clean
     assert _run(topic, lake_dir, alerts_topic, kill_after=scenario) == -9
     shutil.rmtree(lake_dir / "checkpoints")
     assert _run(topic, lake_dir, alerts_topic) == 0   # the silver reconciliation holds, or this fails
-    _compare(spark, topic, lake_dir, alerts_topic, snapshot, alerts, f"{scenario}, checkpoints lost")
+    _compare(spark, topic, lake_dir, alerts_topic, snapshot, alerts, f"{scenario} + checkpoints deleted", runs=2,
+             detail="kill -9, the checkpoints folder deleted, tables kept")
 
 
 def test_a_recreated_topic_stops_bronze_with_a_clear_error(base_settings, broker, test_root, spark):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -18,18 +17,12 @@ import pandas as pd
 import pytest
 
 from fitbit_lakehouse import pipeline
-from fitbit_lakehouse.kafka_broker import BrokerError, LocalBroker, client_options, speaks_kafka
+from fitbit_lakehouse.kafka_broker import BrokerError, LocalBroker, client_options, free_port, speaks_kafka
 
 pytestmark = pytest.mark.e2e
 
 USER, PASSWORD = "fitbit-pipeline", "scram-test-password"
 FILES = "dailyActivity,hourlySteps"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _java_tool(name: str) -> str:
@@ -49,7 +42,7 @@ def tls_broker(base_settings, test_root):
                     "-keypass", "changeit"], check=True, capture_output=True)
     subprocess.run([keytool, "-exportcert", "-rfc", "-alias", "broker", "-keystore", str(keystore),
                     "-storepass", "changeit", "-file", str(ca)], check=True, capture_output=True)
-    internal, tls, controller = _free_port(), _free_port(), _free_port()
+    internal, tls, controller = free_port(), free_port(), free_port()
     props = {
         "process.roles": "broker,controller", "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller}",

@@ -71,3 +71,15 @@ def test_too_old_java_is_refused(monkeypatch, tmp_path):
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk8"))
     with pytest.raises(SetupError, match="Java 8 is too old"):
         require_java()
+
+
+def test_a_free_port_for_a_later_server_is_outside_the_kernels_ephemeral_range():
+    """Spark, Jupyter and every outgoing socket take ports from the ephemeral range: a port picked
+    there for a broker started later can be gone by then (a Spark block manager answered the probe)."""
+    from fitbit_lakehouse.kafka_broker import _ephemeral_ports, free_port
+
+    ports = {free_port() for _ in range(20)}
+    assert not ports & set(_ephemeral_ports()) and min(ports) >= 1024
+    assert len(ports) > 1   # picked at random: two test workers do not walk the same sequence
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports.pop()))   # and free
