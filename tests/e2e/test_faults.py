@@ -50,7 +50,7 @@ def topic(base_settings, broker, test_root):
     return settings
 
 
-def _run(topic, lake_dir, alerts_topic, kill_after=None, timeout=600) -> int:
+def _run(topic, lake_dir, alerts_topic, kill_after=None, timeout=900) -> int:
     env = dict(os.environ, FITBIT_LAKE_DIR=str(lake_dir), KAFKA_BOOTSTRAP_SERVERS=topic.bootstrap_servers,
                FITBIT_USER_KEY_SECRET=SECRET, FITBIT_SETTINGS=json.dumps({
                    "kafka.events_topic": topic.events_topic, "kafka.alerts_topic": alerts_topic,
