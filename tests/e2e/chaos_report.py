@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -61,6 +62,10 @@ def write(path: Path, results: list[dict]) -> None:
              "table (bronze, silver with quarantine and identity, gold) and the alerts topic, as a",
              "read_committed consumer sees it, with a clean run of the same input. Rows lost and duplicated",
              "are summed over all tables and the alerts topic; written by tests/e2e/chaos_report.py.", "",
+             "A writer's k runs over every commit it makes in one run of this input, up to 3 (gold commits",
+             "once per table per run; `COMMITS` in tests/e2e/test_faults.py, checked against the clean run).",
+             "A recreated topic has no table to compare: test_a_recreated_topic_stops_bronze_with_a_clear_error",
+             f"checks that bronze stops with a clear error. Run of {datetime.now():%Y-%m-%d %H:%M}.", "",
              "| scenario | runs | rows lost | rows duplicated | each bad record in quarantine once | what |",
              "| --- | ---: | ---: | ---: | --- | --- |"]
     for r in results:

@@ -28,11 +28,16 @@ pytestmark = pytest.mark.e2e
 
 FILES = "dailyActivity,sleepDay,hourlySteps"
 SECRET = "fault-injection-test-secret"   # every lake the same user keys
-WRITERS = ["bronze/events", "silver/daily_activity", "silver/hourly_steps", "silver/sleep_day",
-           "silver/quarantine", "silver/user_identity", "silver/_ingest_log", "gold/fact_daily_activity",
-           "gold/kpi_daily_wellness", "gold/goal_alerts"]
-# make chaos: one crash per run, every writer, every k in 1..3
-CHAOS = [f"{writer}:{k}" for writer in WRITERS for k in (1, 2, 3)] + ["alerts:sent:1", "alerts:committed:1"]
+MAX_K = 3
+# Commits each writer makes in one clean run of this input, up to MAX_K (checked against the clean lake
+# by test_chaos_crashes_after_every_commit_there_is): gold commits once per table per run, silver writes
+# quarantine and identity only for the batches that hold such rows.
+COMMITS = {"bronze/events": 3, "silver/daily_activity": 3, "silver/hourly_steps": 3, "silver/sleep_day": 2,
+           "silver/quarantine": 1, "silver/user_identity": 2, "silver/_ingest_log": 3,
+           "gold/fact_daily_activity": 1, "gold/kpi_daily_wellness": 1, "gold/goal_alerts": 1}
+# make chaos: one crash per run, every writer, after each of its first MAX_K commits
+CHAOS = [f"{writer}:{k}" for writer, commits in COMMITS.items() for k in range(1, commits + 1)] + \
+        ["alerts:sent:1", "alerts:committed:1"]
 # make test: one lake crashed again and again (bronze mid-stream, silver mid-batch at its quarantine
 # write, the alert transaction sent but not committed), the checkpoints lost after the first two
 CRASHES = [("bronze/events:2", True), ("silver/quarantine:1", True), ("alerts:sent:1", False)]
@@ -151,6 +156,13 @@ def test_crash_after_crash_then_a_clean_finish_equals_clean_run(topic, clean, te
     assert _run(topic, lake_dir, alerts_topic) == 0   # the silver reconciliation holds, or this fails
     _compare(spark, topic, lake_dir, alerts_topic, snapshot, alerts, "chain: " + ", ".join(s for s, _ in CRASHES),
              runs=len(CRASHES) + 1, detail="crash after crash, checkpoints lost after the first two")
+
+
+def test_chaos_crashes_after_every_commit_there_is(clean, test_root):
+    """The chaos list is not a guess: for each writer it holds every k up to MAX_K that one run reaches."""
+    clean_lake = test_root / "faults_clean"
+    made = {writer: len(list((clean_lake / writer / "_delta_log").glob("*.json"))) for writer in COMMITS}
+    assert {writer: min(n, MAX_K) for writer, n in made.items()} == COMMITS
 
 
 @pytest.mark.chaos
