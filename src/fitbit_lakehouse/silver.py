@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
-from pyspark import inheritable_thread_target
+from pyspark import StorageLevel, inheritable_thread_target
 
 from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
@@ -258,8 +258,21 @@ class SilverWriter:
         lake = Lake(spark, self.settings)
         # the query's id is kept in its checkpoint: a new checkpoint is a new app for Delta's txn
         app = f"{self.query_name}:{spark.sparkContext.getLocalProperty('sql.streaming.queryId')}"
-        # one column is read to count by event type; each table then reads and parses only its kinds'
-        # rows (nothing is cached: building Spark's cache costs more than reading the batch again)
+        # A first load reads the batch once per table (its counts are observed while it writes), so
+        # nothing is cached: building the cache would cost more. A MERGE reads its source three times
+        # (counts and key range, matched files, write): then the batch is kept, the pattern Spark's
+        # guide gives for foreachBatch writing several tables.
+        merging = lake.exists("silver", INGEST_LOG)
+        if merging:
+            batch = batch.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            self._write_batch(lake, batch, batch_id, app, started)
+        finally:
+            if merging:
+                batch.unpersist()
+
+    def _write_batch(self, lake: Lake, batch: DataFrame, batch_id: int, app: str, started: float) -> None:
+        spark = batch.sparkSession
         by_type = {r[0]: r[1] for r in batch.groupBy("event_type").count().collect()}
         if not by_type:
             return
