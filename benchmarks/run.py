@@ -343,6 +343,11 @@ def main() -> int:
              ("freshness", "freshness under make stream vs a passthrough query", bench_freshness),
              ("tests", "make test (pytest)", bench_tests)]
     only = [p for p in os.environ.get("BENCH_ONLY", "").split(",") if p]   # a try-out of some parts
+    merge = bool(only) and os.environ.get("BENCH_MERGE") == "1"
+    whole_file = DOCS / "benchmarks" / "results.json"
+    if merge and not whole_file.exists():   # before any part runs, not after an hour of them
+        print(f"BENCH_MERGE=1 needs a whole run's {whole_file.relative_to(ROOT)}: run `make bench` once first")
+        return 2
     for key, title, part in parts:
         if not only or key in only:
             print(title, flush=True)
@@ -355,17 +360,18 @@ def main() -> int:
                 results[key] = {"error": f"{type(exc).__name__}: {exc}"}
     results["bench_minutes"] = round((time.monotonic() - started) / 60, 1)
     (DOCS / "benchmarks").mkdir(parents=True, exist_ok=True)
-    if only and os.environ.get("BENCH_MERGE") == "1":   # parts measured again, into the last whole run
-        whole = json.loads((DOCS / "benchmarks" / "results.json").read_text())
+    if only:   # kept whatever follows
+        (WORK / "results_partial.json").write_text(json.dumps(results, indent=1, default=str))
+    if merge:   # parts measured again, into the last whole run
+        whole = json.loads(whole_file.read_text())
         for key in only:
             whole[key] = results[key]
             whole.setdefault("parts_measured_again", {})[key] = {
                 "date": results["date"], "why": os.environ.get("BENCH_WHY", "")}
-        (DOCS / "benchmarks" / "results.json").write_text(json.dumps(whole, indent=1, default=str))
+        whole_file.write_text(json.dumps(whole, indent=1, default=str))
         write_document(whole)
         return 0
     if only:   # the document is made from one whole run only
-        (WORK / "results_partial.json").write_text(json.dumps(results, indent=1, default=str))
         print(json.dumps({k: v for k, v in results.items() if k in only}, indent=1, default=str)[:6000])
         return 0
     (DOCS / "benchmarks" / "results.json").write_text(json.dumps(results, indent=1, default=str))
