@@ -17,6 +17,26 @@ MONTH2_SLICE = ROOT / "tests" / "fixtures" / "month2_slice"   # a few hundred re
 os.environ.setdefault("TZ", "America/Chicago")
 
 
+@pytest.fixture
+def mlflow_uris():
+    """MLflow's tracking and registry URIs put back after the test, in the process and in its
+    environment: mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which the notebook kernels of
+    later tests (and their settings) would inherit, writing a stray mlflow.db at the project root."""
+    import mlflow
+
+    variables = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    environment = {v: os.environ.get(v) for v in variables}
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield
+    mlflow.set_tracking_uri(previous[0])
+    mlflow.set_registry_uri(previous[1])
+    for variable, value in environment.items():
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
+
+
 @pytest.fixture(scope="session")
 def test_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("lakehouse")

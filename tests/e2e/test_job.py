@@ -88,8 +88,8 @@ def test_job_gold_matches_the_csv(job_run, spark, month2):
 def test_mlflow_experiment_widget_reaches_insights(job_run):
     import mlflow
 
-    settings = job_run["widget_settings"]
-    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    # the store under the widget's lake, by path: not whatever an inherited MLFLOW_TRACKING_URI names
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{job_run['widget_lake'] / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(job_run["given"]["mlflow_experiment"])
     assert experiment is not None
     assert client.search_runs([experiment.experiment_id])

@@ -75,7 +75,7 @@ def test_registered_name_in_unity_catalog_goes_into_the_gold_schema(tmp_path):
     assert em.registered_name(uc) == "main.fitbit_gold.fitbit_engagement_kmeans"
 
 
-def test_registered_model_loads_back_and_scores_a_user(tmp_path):
+def test_registered_model_loads_back_and_scores_a_user(tmp_path, mlflow_uris):
     import mlflow
 
     from fitbit_lakehouse.insights import start_experiment
@@ -85,21 +85,16 @@ def test_registered_model_loads_back_and_scores_a_user(tmp_path):
     inputs = em.model_inputs(_features(), config)
     model = em.train(inputs, config)
     name = em.registered_name(settings)
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    try:
-        start_experiment(settings)
-        with mlflow.start_run():
-            info = em.log_model(model, inputs, name, config)
-        assert info.registered_model_version is not None
-        assert info.signature is not None and [c.name for c in info.signature.inputs.inputs] == list(config.features)
-        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{info.registered_model_version}")
-        user = inputs.loc[["u1"]].reset_index(drop=True)        # a user without sleep: imputed in the pipeline
-        scored = np.asarray(loaded.predict(user))
-        assert scored.shape == (1,)
-        assert int(scored[0]) in range(config.n_clusters)
-        assert int(scored[0]) == int(model.predict(user)[0])
-        assert (np.asarray(loaded.predict(inputs.reset_index(drop=True))) == model.predict(inputs)).all()
-        assert (tmp_path / "mlflow-artifacts").is_dir()          # artifacts beside the store, not in the cwd
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+    start_experiment(settings)
+    with mlflow.start_run():
+        info = em.log_model(model, inputs, name, config)
+    assert info.registered_model_version is not None
+    assert info.signature is not None and [c.name for c in info.signature.inputs.inputs] == list(config.features)
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}/{info.registered_model_version}")
+    user = inputs.loc[["u1"]].reset_index(drop=True)        # a user without sleep: imputed in the pipeline
+    scored = np.asarray(loaded.predict(user))
+    assert scored.shape == (1,)
+    assert int(scored[0]) in range(config.n_clusters)
+    assert int(scored[0]) == int(model.predict(user)[0])
+    assert (np.asarray(loaded.predict(inputs.reset_index(drop=True))) == model.predict(inputs)).all()
+    assert (tmp_path / "mlflow-artifacts").is_dir()          # artifacts beside the store, not in the cwd

@@ -349,7 +349,7 @@ def _write_tiny_lake(lake_dir):
     write_deltalake(str(lake_dir / "silver" / "quarantine"), quarantine)
 
 
-def test_run_insights_on_a_tiny_lake_reads_with_delta_rs_and_logs_the_versions(tmp_path, monkeypatch):
+def test_run_insights_on_a_tiny_lake_reads_with_delta_rs_and_logs_the_versions(tmp_path, monkeypatch, mlflow_uris):
     """The whole step without a JVM: gold read with delta-rs at pinned versions, reports written, one MLflow
     run with the versions and row counts; too few users for the model, which is skipped with its reason."""
     import mlflow
@@ -360,13 +360,8 @@ def test_run_insights_on_a_tiny_lake_reads_with_delta_rs_and_logs_the_versions(t
     monkeypatch.setattr(silver, "reconcile", lambda spark, settings: [])
     settings = load_settings(environ={}).with_overrides(**{
         "paths.lake_dir": str(tmp_path), "mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    try:
-        result = insights.run_insights(None, settings)
-        run = mlflow.MlflowClient().get_run(result["mlflow_run_id"])
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+    result = insights.run_insights(None, settings)
+    run = mlflow.MlflowClient().get_run(result["mlflow_run_id"])
     assert result["model"] is None and "2 users with a valid day" in result["model_skipped"]
     assert run.data.tags["model.skipped"] == result["model_skipped"]
     assert run.data.params["delta_version.gold.goal_alerts"] == "1"
