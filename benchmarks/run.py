@@ -374,7 +374,7 @@ def main() -> int:
     if only:   # the document is made from one whole run only
         print(json.dumps({k: v for k, v in results.items() if k in only}, indent=1, default=str)[:6000])
         return 0
-    (DOCS / "benchmarks" / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    whole_file.write_text(json.dumps(results, indent=1, default=str))
     write_document(results)
     return 0
 

@@ -30,8 +30,8 @@ FILES = "dailyActivity,sleepDay,hourlySteps"
 SECRET = "fault-injection-test-secret"   # every lake the same user keys
 MAX_K = 3
 # Commits each writer makes in one clean run of this input, up to MAX_K (no more than these: checked
-# against the clean lake by test_chaos_crashes_after_every_commit_there_is): gold commits once per table per run, silver writes
-# quarantine and identity only for the batches that hold such rows.
+# against the clean lake by test_chaos_crashes_after_every_commit_there_is): gold commits once per
+# table per run, silver writes quarantine and identity only for the batches that hold such rows.
 COMMITS = {"bronze/events": 3, "silver/daily_activity": 3, "silver/hourly_steps": 3, "silver/sleep_day": 2,
            "silver/quarantine": 1, "silver/user_identity": 2, "silver/_ingest_log": 3,
            "gold/fact_daily_activity": 1, "gold/kpi_daily_wellness": 1, "gold/goal_alerts": 1}
