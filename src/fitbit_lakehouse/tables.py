@@ -216,17 +216,20 @@ class Lake:
         update / delete: conditions under which a matched row is updated from the source / deleted
         (None: never); insert: condition under which an unmatched source row is inserted (None: never);
         target_filter: a predicate over t. that every matching target row fulfils, so that Delta skips
-        the other files; txn: makes the write exactly-once; properties: table properties, when the
+        the other files (and when no stored row fulfils it, nothing can match: the source is
+        appended, which is the same write without the MERGE's joins and lock); txn: makes the write exactly-once; properties: table properties, when the
         table is created; lock: held while the session carries this MERGE's settings (threads that
         share a session take turns). Returns the commit's row counts.
         """
         session = source.sparkSession
         columns = list(columns or source.columns)
         tag = txn.tag if txn else f"write-{uuid.uuid4()}"
-        if not self.exists(layer, name):
-            if insert == "true":   # nothing to match yet: an append does the same, faster
-                self.save(source.select(*columns), layer, name, txn=txn, tag=tag, properties=properties)
-                return self.commit_metrics(layer, name, tag)
+        exists = self.exists(layer, name)
+        if insert == "true" and (not exists or (target_filter and self._holds_none(layer, name, target_filter))):
+            # nothing to match: an append does the same, faster (new days of a table, a first load)
+            self.save(source.select(*columns), layer, name, txn=txn, tag=tag, properties=properties)
+            return self.commit_metrics(layer, name, tag)
+        if not exists:
             self.create(layer, name, source.select(*columns).schema, properties)
         on = " AND ".join([f"t.`{k}` <=> s.`{k}`" for k in key] + ([target_filter] if target_filter else []))
         values = {f"`{c}`": f"s.`{c}`" for c in columns}
@@ -246,6 +249,11 @@ class Lake:
             builder.execute()
         # from the commit, not the result: a replay skips the MERGE but finds the commit it made before
         return self.commit_metrics(layer, name, tag)
+
+    def _holds_none(self, layer: str, name: str, predicate: str) -> bool:
+        """No row of the table fulfils the predicate over t. (Delta's file statistics usually answer
+        it without reading a file)."""
+        return self.read(layer, name).alias("t").where(predicate).isEmpty()
 
     def commit(self, layer: str, name: str, tag: str, depth: Iterable[int] = (20, None)):
         """The commit tagged `tag` (version, operation, operationMetrics), or None."""

@@ -70,3 +70,23 @@ def test_target_filter_limits_what_can_match(spark, lake):
     source = spark.createDataFrame([(1, "A"), (2, "B")], "id bigint, v string")
     lake.merge(source, "t", "x", ("id",), update="t.v <> s.v", insert=None, target_filter="t.id IN (2)")
     assert _rows(lake, "x") == [(1, "a"), (2, "B")]
+
+
+def test_rows_no_stored_row_can_match_are_appended_exactly_once(spark, lake):
+    lake.merge(spark.createDataFrame([(1, "a"), (2, "b")], "id bigint, v string"), "t", "x", ("id",))
+    new_days = spark.createDataFrame([(3, "c"), (4, "d")], "id bigint, v string")
+    metrics = lake.merge(new_days, "t", "x", ("id",), update="t.v <> s.v", target_filter="t.id BETWEEN 3 AND 4",
+                         txn=Txn("app", 1))
+    assert metrics.inserted == 2
+    assert lake.delta("t", "x").history(1).first()["operation"] == "WRITE"   # no MERGE was needed
+    # replayed after a crash: the append's commit is found again, nothing is written twice
+    version = lake.version("t", "x")
+    assert lake.merge(new_days, "t", "x", ("id",), update="t.v <> s.v", target_filter="t.id BETWEEN 3 AND 4",
+                      txn=Txn("app", 1)).inserted == 2
+    assert lake.version("t", "x") == version
+    # a stored row within the filter: a real MERGE, which updates it
+    changed = spark.createDataFrame([(4, "D"), (5, "e")], "id bigint, v string")
+    metrics = lake.merge(changed, "t", "x", ("id",), update="t.v <> s.v", target_filter="t.id BETWEEN 4 AND 5")
+    assert (metrics.inserted, metrics.updated) == (1, 1)
+    assert lake.delta("t", "x").history(1).first()["operation"] == "MERGE"
+    assert _rows(lake, "x") == [(1, "a"), (2, "b"), (3, "c"), (4, "D"), (5, "e")]
