@@ -4,8 +4,7 @@ Pure functions turn a bronze batch into typed rows with their failed rules (pars
 typed_records) and pick one row per natural key (resolve_keys). The writer (SilverWriter) merges
 each table by its key in one Delta MERGE, pruned to the files that can hold the batch's keys (an
 append when no stored row can: new days), and takes the counts for the reconciliation from the
-commit's own metrics: no table is scanned to
-count, so the cost of a batch follows the batch, not the size of the lake.
+commit's own metrics: no table is scanned to count, so the cost of a batch follows the batch, not the size of the lake.
 
 Exactly-once: every write of micro-batch N is a Delta idempotent write tagged (app id, N), the app id
 naming the query's checkpoint (a new checkpoint is a new app, so its batch ids restart safely). A

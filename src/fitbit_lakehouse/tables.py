@@ -216,9 +216,9 @@ class Lake:
         update / delete: conditions under which a matched row is updated from the source / deleted
         (None: never); insert: condition under which an unmatched source row is inserted (None: never);
         target_filter: a predicate over t. that every matching target row fulfils, so that Delta skips
-        the other files (and when no stored row fulfils it, nothing can match: the source is
-        appended, which is the same write without the MERGE's joins and lock); txn: makes the write exactly-once; properties: table properties, when the
-        table is created; lock: held while the session carries this MERGE's settings (threads that
+        the other files (when no stored row fulfils it, nothing can match: the source is appended,
+        the same write without the MERGE's joins and lock); txn: makes the write exactly-once;
+        properties: table properties, when the table is created; lock: held while the session carries this MERGE's settings (threads that
         share a session take turns). Returns the commit's row counts.
         """
         session = source.sparkSession
