@@ -88,26 +88,34 @@ class _Columns:
     """The raw strings of a kind's columns in a record. When the file's header is the catalogue's (the
     usual case) a column is a fixed position of the line; otherwise it is looked up by name in the
     file's header (reordered or extra columns), and missing when the header lacks it. The lookup by
-    name is only evaluated for records of such files."""
+    name is only evaluated for records of such files; with by_name False (the batch holds no such
+    file) it is left out of the plan, which is then a fraction of the size."""
 
-    def __init__(self, kind: FileKind):
+    def __init__(self, kind: FileKind, by_name: bool = True):
         self.header = kind.header
+        self.by_name = by_name
         expected = F.lit(",".join(kind.header))
         self.standard = F.coalesce(F.col("source_header"), expected) == expected
         self.names = F.transform(F.split(F.col("source_header"), ","), lambda n: F.trim(n))
 
     def position(self, source: str) -> F.Column:
         """0-based position of a column in the line (-1 when the file lacks it)."""
+        if not self.by_name:
+            return F.lit(self.header.index(source))
         return F.when(self.standard, F.lit(self.header.index(source))) \
                 .otherwise(F.array_position(self.names, source) - 1)
 
     def __getitem__(self, source: str) -> F.Column:
+        if not self.by_name:
+            return F.get(F.col("_fields"), self.header.index(source))
         return F.when(self.standard, F.get(F.col("_fields"), self.header.index(source))) \
                 .otherwise(F.get(F.col("_fields"), self.position(source).cast("int")))
 
     def structural_reasons(self) -> F.Column:
         """field_count when the line does not split into its header's fields; missing_column:<name> for
         each column of the kind that the file's header lacks; null when neither."""
+        if not self.by_name:
+            return F.when(F.size("_fields") != len(self.header), F.array(F.lit("field_count")))
         width = F.when(self.standard, F.lit(len(self.header))).otherwise(F.size(self.names))
         missing = F.filter(F.array(*[F.lit(h) for h in self.header]), lambda h: ~F.array_contains(self.names, h))
         return (F.when(F.size("_fields") != width, F.array(F.lit("field_count")))
@@ -115,12 +123,18 @@ class _Columns:
                       F.transform(missing, lambda h: F.concat(F.lit("missing_column:"), h))))
 
 
-def typed_records(events: DataFrame, kind: FileKind, rules: Rules) -> DataFrame:
+def standard_header(kind: FileKind, header: str | None) -> bool:
+    """A file header (a message's header column) that is the catalogue's, or none given."""
+    return header is None or header == ",".join(kind.header)
+
+
+def typed_records(events: DataFrame, kind: FileKind, rules: Rules, by_name: bool = True) -> DataFrame:
     """Events of one kind -> silver columns + lineage + `reasons` (+ raw columns for quarantine).
 
     Wide kinds are melted: one row per minute; a row whose Id/hour/field count fails stays one row.
+    by_name False: every record's file has the catalogue's header (see _Columns).
     """
-    columns = _Columns(kind)
+    columns = _Columns(kind, by_name)
     ntz = events.sparkSession.conf.get("spark.sql.timestampType", "").upper() == "TIMESTAMP_NTZ"
     structural_bad = columns.structural_reasons()
     value_column = kind.melt.value.name if kind.melt else None
@@ -273,7 +287,12 @@ class SilverWriter:
 
     def _write_batch(self, lake: Lake, batch: DataFrame, batch_id: int, app: str, started: float) -> None:
         spark = batch.sparkSession
-        by_type = {r[0]: r[1] for r in batch.groupBy("event_type").count().collect()}
+        by_type: dict[str, int] = {}
+        by_name = set()   # kinds with a file whose header is not the catalogue's: columns looked up by name
+        for event_type, header, n in batch.groupBy("event_type", "source_header").count().collect():
+            by_type[event_type] = by_type.get(event_type, 0) + n
+            if event_type in BY_KIND and not standard_header(BY_KIND[event_type], header):
+                by_name.add(event_type)
         if not by_type:
             return
         kinds_present = {t: n for t, n in by_type.items() if t in BY_KIND}
@@ -284,7 +303,7 @@ class SilverWriter:
             table_started = time.monotonic()
             kinds = [k for k in kinds_for_table(table) if k.kind in kinds_present]
             events = parse_events(batch.where(F.col("event_type").isin([k.kind for k in kinds])))
-            records = union_all(typed_records(events.where(F.col("kind") == k.kind), k, self.rules)
+            records = union_all(typed_records(events.where(F.col("kind") == k.kind), k, self.rules, k.kind in by_name)
                                 for k in kinds)
             estimate = sum(kinds_present[k.kind] * (k.melt.minutes if k.melt else 1) for k in kinds)
             result = self._merge_table(lake, Txn(f"{app}:{table}", batch_id), table, kinds[0], records, estimate)
@@ -297,8 +316,9 @@ class SilverWriter:
         bad = [r.bad for r in results if r.bad is not None]
         if unknown:
             known = F.col("event_type").isin(list(BY_KIND))
-            bad.append(unknown_quarantine(parse_events(batch.where(F.col("event_type").isNull() | ~known))))
-        quarantined = self._quarantine(lake, union_all(bad), Txn(f"{app}:{QUARANTINE}", batch_id)) if bad else {}
+            bad.append(self._gathered(unknown_quarantine(parse_events(batch.where(F.col("event_type").isNull() | ~known))),
+                                      unknown))
+        quarantined = self._quarantine(lake, bad, Txn(f"{app}:{QUARANTINE}", batch_id)) if bad else {}
         self._remember_identities(lake, set().union(*[r.ids for r in results]), Txn(f"{app}:{IDENTITY}", batch_id))
         counts = [BatchCounts("*", sum(by_type.values()))]
         if unknown:
@@ -310,6 +330,15 @@ class SilverWriter:
                   "silver", INGEST_LOG, txn=Txn(f"{app}:{INGEST_LOG}", batch_id))
         log.info("silver batch %s: %s records, %d tables in %.1f s", batch_id, counts[0].records_in,
                  len(tables), time.monotonic() - started)
+
+    def _gathered(self, rows: DataFrame, n: int) -> "_BadRows":
+        """A batch's quarantine rows of one table: when few, computed now (beside the other tables'
+        writes) and kept as local data, so that the quarantine write at the end of the batch does not
+        parse the batch again; when many, left to that write (they need not fit in memory)."""
+        if n > int(self.settings.get("silver.quarantine_gather_max_rows")):
+            return _BadRows(rows, local=False)
+        # through Arrow: timestamps come back exactly, with no local time zone in between
+        return _BadRows(rows.sparkSession.createDataFrame(rows.toArrow()), local=True)
 
     def _merge_table(self, lake: Lake, txn: Txn, table: str, kind: FileKind, records: DataFrame,
                      records_estimate: int = 0) -> "_TableResult":
@@ -336,18 +365,25 @@ class SilverWriter:
             rows = resolve_keys(valid_rows(observed, kind), kind.key).repartitionByRange(files, second)
             written = lake.merge(rows, "silver", table, kind.key, **write)
             stats = observation.get
-        return _TableResult(table, int(stats["n"]), written, {int(i) for i in stats["ids"]},
-                            quarantine_rows(records, table) if stats["bad"] else None)
+        bad = self._gathered(quarantine_rows(records, table), stats["bad"]) if stats["bad"] else None
+        return _TableResult(table, int(stats["n"]), written, {int(i) for i in stats["ids"]}, bad)
 
-    def _quarantine(self, lake: Lake, rows: DataFrame, txn: Txn) -> dict[str, int]:
+    def _quarantine(self, lake: Lake, parts: list["_BadRows"], txn: Txn) -> dict[str, int]:
         """Bad records not yet in quarantine (keyed by the source record, so a replayed record is
-        stored once); returns how many were new per target table, read from the commit's own
-        change data (also right when a replay finds the commit already made)."""
+        stored once); returns how many were new per target table: when every one was new, counted
+        from the rows themselves, else read from the commit's own change data (also right when a
+        replay finds the commit already made)."""
+        rows = union_all(p.rows for p in parts)
         earliest = F.struct("partition", "offset", "record_index")
         first = rows.groupBy(*QUARANTINE_KEY).agg(F.min_by(F.struct(*rows.columns), earliest).alias("_q")).select("_q.*")
-        if lake.merge(first, "silver", QUARANTINE, QUARANTINE_KEY, txn=txn, properties=SILVER_PROPERTIES,
-                      lock=self._merge_lock).inserted == 0:
+        per_table = ({r[0] or UNKNOWN_KIND: r[1] for r in first.groupBy("target_table").count().collect()}
+                     if all(p.local for p in parts) else None)
+        inserted = lake.merge(first, "silver", QUARANTINE, QUARANTINE_KEY, txn=txn, properties=SILVER_PROPERTIES,
+                              lock=self._merge_lock).inserted
+        if inserted == 0:
             return {}
+        if per_table is not None and inserted == sum(per_table.values()):
+            return per_table
         version = lake.commit("silver", QUARANTINE, txn.tag)["version"]
         added = lake.changes("silver", QUARANTINE, version, version).where(F.col("_change_type") == "insert")
         return {r[0] or UNKNOWN_KIND: r[1] for r in added.groupBy("target_table").count().collect()}
@@ -367,12 +403,18 @@ class SilverWriter:
 
 
 @dataclass(frozen=True)
+class _BadRows:
+    rows: DataFrame             # quarantine rows of a table in a batch
+    local: bool                 # already computed (local data)
+
+
+@dataclass(frozen=True)
 class _TableResult:
     table: str
     records_in: int
     written: WriteMetrics
     ids: set[int]
-    bad: DataFrame | None       # its quarantine rows, when it has any
+    bad: _BadRows | None        # its quarantine rows, when it has any
 
 
 def carry_over_if_checkpoint_lost(lake: Lake, settings: Settings) -> bool:

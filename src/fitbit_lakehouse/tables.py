@@ -132,11 +132,35 @@ class Lake:
             return DeltaTable.forPath(spark, self.path(layer, name))
         return DeltaTable.forName(spark, self.name(layer, name))
 
+    def _log(self, layer: str, name: str):
+        """The table's Delta log read with delta-rs (no Spark job), for a local table; None where that
+        cannot be (a catalog table, no such table, a protocol delta-rs does not read): ask Spark."""
+        if not self.by_path:
+            return None
+        try:
+            from deltalake import DeltaTable
+
+            return DeltaTable(self.path(layer, name))
+        except Exception:   # noqa: BLE001 - not there, or not readable by delta-rs: Spark decides
+            return None
+
     def version(self, layer: str, name: str) -> int | None:
         """The table's latest Delta version (None when it does not exist)."""
+        log = self._log(layer, name)
+        if log is not None:
+            return log.version()
         if not self.exists(layer, name):
             return None
         return self.delta(layer, name).history(1).select("version").first()[0]
+
+    def history(self, layer: str, name: str, limit: int | None = None) -> list[dict]:
+        """The newest commits first (version, operation, operationMetrics, userMetadata), up to limit."""
+        log = self._log(layer, name)
+        if log is not None:
+            return [{k: c.get(k) for k in ("version", "operation", "operationMetrics", "userMetadata")}
+                    for c in log.history(limit)]
+        history = self.delta(layer, name).history(limit) if limit else self.delta(layer, name).history()
+        return [r.asDict() for r in history.select("version", "operation", "operationMetrics", "userMetadata").collect()]
 
     def count(self, layer: str, name: str) -> int:
         """Rows of the table: from the record counts its log keeps per file (no data read, no Spark job)
@@ -154,9 +178,8 @@ class Lake:
         latest = self.version(layer, name)
         if latest is None or (after_version is not None and latest <= after_version):
             return 0
-        history = self.delta(layer, name).history(latest - after_version if after_version is not None else None)
-        return sum(WriteMetrics.of_commit(r["operation"], r["operationMetrics"]).inserted
-                   for r in history.select("operation", "operationMetrics").collect())
+        commits = self.history(layer, name, latest - after_version if after_version is not None else None)
+        return sum(WriteMetrics.of_commit(c["operation"], c["operationMetrics"]).inserted for c in commits)
 
     # --- writing --------------------------------------------------------------------------
     def start_sink(self, stream_writer, layer: str, name: str):
@@ -255,13 +278,12 @@ class Lake:
         it without reading a file)."""
         return self.read(layer, name).alias("t").where(predicate).isEmpty()
 
-    def commit(self, layer: str, name: str, tag: str, depth: Iterable[int] = (20, None)):
+    def commit(self, layer: str, name: str, tag: str, depth: Iterable[int] = (20, None)) -> dict | None:
         """The commit tagged `tag` (version, operation, operationMetrics), or None."""
         for limit in depth:   # almost always among the last few
-            history = self.delta(layer, name).history(limit) if limit else self.delta(layer, name).history()
-            row = history.where(F.col("userMetadata") == tag).select("version", "operation", "operationMetrics").first()
-            if row is not None:
-                return row
+            found = next((c for c in self.history(layer, name, limit) if c["userMetadata"] == tag), None)
+            if found is not None:
+                return found
         return None
 
     def commit_metrics(self, layer: str, name: str, tag: str) -> WriteMetrics:
