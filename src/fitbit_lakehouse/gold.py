@@ -315,6 +315,13 @@ class Scope:
     def frame(self, spark) -> DataFrame:
         return spark.createDataFrame(self.days, "fitbit_id bigint, day date")
 
+    @classmethod
+    def of(cls, silver: dict[str, DataFrame]) -> "Scope | None":
+        """Every user-day that these silver rows bear on (None: none)."""
+        frames = [user_days(rows, table) for table, rows in silver.items()]
+        days = [(r["fitbit_id"], r["day"]) for r in union_all(frames).distinct().collect()] if frames else []
+        return cls(days) if days else None
+
     def silver(self, lake: Lake, table: str) -> DataFrame:
         """The rows of a silver table on the scope's user-days (minute sleep: whole sleep logs)."""
         time = SILVER_INPUTS[table]
@@ -344,16 +351,21 @@ class GoldWriter:
         self.secret = user_key_secret(settings)
         self._cached: list[DataFrame] = []
 
-    def build(self, scope: Scope) -> dict[str, DataFrame]:
-        """Every gold fact, KPI and alert row of the scope's user-days, from silver."""
+    def read_silver(self, scope: Scope | None) -> tuple[dict[str, DataFrame], DataFrame]:
+        """The silver rows of the scope's user-days (None: all of silver), and the identities: cached
+        and read once, up front, as several gold tables read the same rows and a MERGE reads its
+        source twice."""
         lake = self.lake
         present = [t for t in SILVER_INPUTS if lake.exists("silver", t)]
-        # read once, up front: several gold tables read the same silver rows, a MERGE reads its source twice
-        silver = {t: scope.silver(lake, t).cache() for t in present}
+        silver = {t: (lake.read("silver", t) if scope is None else scope.silver(lake, t)).cache() for t in present}
         identity = lake.read("silver", IDENTITY).cache()
         with ThreadPoolExecutor(max_workers=int(self.settings.get("gold.table_threads"))) as pool:
             list(pool.map(inheritable_thread_target(lake.spark)(lambda df: df.count()), [identity, *silver.values()]))
         self._cached = [identity, *silver.values()]
+        return silver, identity
+
+    def build(self, silver: dict[str, DataFrame], identity: DataFrame) -> dict[str, DataFrame]:
+        """Every gold fact, KPI and alert row that these silver rows give."""
         gold: dict[str, DataFrame] = {}
         if "daily_activity" in silver:
             gold["fact_daily_activity"] = fact_daily_activity(silver["daily_activity"], identity, self.kpi)
@@ -373,10 +385,16 @@ class GoldWriter:
             gold[GOAL_ALERTS] = goal_alerts(silver["hourly_steps"], identity, self.kpi.goal_alert_steps)
         return gold
 
-    def write(self, scope: Scope) -> dict[str, dict]:
-        """Merge the scope's rebuilt rows into gold; returns rows inserted/updated/deleted per table.
-        The tables are written by a few threads at once: their Spark jobs are small."""
+    def write(self, scope: Scope | None) -> tuple[Scope | None, dict[str, dict]]:
+        """Merge the scope's rebuilt rows into gold (scope None: every user-day of silver, found in the
+        rows read); returns the scope and rows inserted/updated/deleted per table. The tables are
+        written by a few threads at once: their Spark jobs are small."""
         lake = self.lake
+        silver, identity = self.read_silver(scope)
+        scope = scope or Scope.of(silver)
+        if scope is None:
+            self._unpersist()
+            return None, {}
         keys = F.broadcast(scope.frame(lake.spark).join(F.broadcast(lake.read("silver", IDENTITY)), "fitbit_id")
                            .select("user_key", date_key("day").alias("date_key")).cache())
 
@@ -393,7 +411,8 @@ class GoldWriter:
             return name, metrics.__dict__
 
         with ThreadPoolExecutor(max_workers=int(self.settings.get("gold.table_threads"))) as pool:
-            changes = dict(pool.map(inheritable_thread_target(lake.spark)(write_table), self.build(scope).items()))
+            changes = dict(pool.map(inheritable_thread_target(lake.spark)(write_table),
+                                    self.build(silver, identity).items()))
         users = keys.select("user_key").distinct()
         facts = lake.read("gold", "fact_daily_activity").join(users, "user_key", "left_semi") \
             if lake.exists("gold", "fact_daily_activity") else None
@@ -401,9 +420,14 @@ class GoldWriter:
         changes["dim_user"] = lake.merge(users_rows, "gold", "dim_user", GOLD_KEYS["dim_user"],
                                          update=_changed(users_rows.columns, GOLD_KEYS["dim_user"])).__dict__
         changes["dim_date"] = self._extend_dates(scope).__dict__
-        for frame in [keys, *self._cached]:
+        keys.unpersist()
+        self._unpersist()
+        return scope, changes
+
+    def _unpersist(self) -> None:
+        for frame in self._cached:
             frame.unpersist()
-        return changes
+        self._cached = []
 
     def _replace_days(self, name: str, rows: DataFrame, keys: DataFrame):
         """MERGE the rebuilt rows of the scope's user-days: insert new, update changed, and delete the
@@ -438,10 +462,16 @@ def _state_file(settings: Settings):
     return settings.checkpoints_dir / "gold" / "silver_versions.json"
 
 
-def changed_scope(lake: Lake, since: dict[str, int]) -> tuple[Scope | None, dict[str, int]]:
-    """The user-days whose silver rows changed after the versions in `since`, and the versions now."""
+EVERYTHING = "everything"   # a scope: every user-day that silver holds (found while gold reads it)
+
+
+def changed_scope(lake: Lake, since: dict[str, int]) -> tuple[Scope | str | None, dict[str, int]]:
+    """The user-days whose silver rows changed after the versions in `since` (EVERYTHING when gold has
+    read none of them yet), and the versions now."""
     versions = {t: lake.version("silver", t) for t in SILVER_INPUTS}
     versions = {t: v for t, v in versions.items() if v is not None}
+    if versions and not set(since) & set(versions):
+        return EVERYTHING, versions
     frames = []
     for table, version in versions.items():
         before = since.get(table)
@@ -455,8 +485,11 @@ def changed_scope(lake: Lake, since: dict[str, int]) -> tuple[Scope | None, dict
     return (Scope(days) if days else None), versions
 
 
-def range_scope(lake: Lake, start: date | None, end: date | None) -> Scope | None:
+def range_scope(lake: Lake, start: date | None, end: date | None) -> Scope | str | None:
     """Every user-day from start to end (inclusive; None = open) that silver holds: a backfill."""
+    if start is None and end is None:
+        return EVERYTHING
+
     def in_range(day):
         return ((F.lit(True) if start is None else day >= F.lit(start))
                 & (F.lit(True) if end is None else day <= F.lit(end)))
@@ -507,9 +540,10 @@ def run_gold(spark, settings: Settings, start: date | None = None, end: date | N
         scope, versions = range_scope(lake, *((None, None) if rebuild_all else (start, end))), None
     else:
         scope, versions = changed_scope(lake, since)
-    result = {"user_days": len(scope.days) if scope else 0, "changes": {}}
+    changes = {}
     if scope is not None:
-        result["changes"] = GoldWriter(lake, settings).write(scope)
+        scope, changes = GoldWriter(lake, settings).write(None if scope == EVERYTHING else scope)
+    result = {"user_days": len(scope.days) if scope else 0, "changes": changes}
     if versions is not None and versions != since:
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_text(json.dumps(versions))
