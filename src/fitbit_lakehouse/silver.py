@@ -421,11 +421,14 @@ def carry_over_if_checkpoint_lost(lake: Lake, settings: Settings) -> bool:
     """A silver query without a checkpoint reads bronze again from its start (new app ids: nothing is
     wrongly skipped, and its MERGEs add nothing twice). For the reconciliation to hold, the ingest log
     then starts over too, from what the tables hold: per table one row of `carried` records (silver rows
-    and quarantine rows so far), against which the re-read records count as duplicates."""
+    and quarantine rows so far), against which the re-read records count as duplicates. That includes
+    rows whose batch never reached the log (a crash after their commit, before the log's): the tables
+    are what counts, also when the log is still empty."""
     offsets = Path(lake.checkpoint("silver", settings.get("silver.query_name"))) / "offsets"
-    if (offsets.is_dir() and any(offsets.iterdir())) or not lake.exists("silver", INGEST_LOG) \
-            or lake.count("silver", INGEST_LOG) == 0:
+    if offsets.is_dir() and any(offsets.iterdir()):
         return False
+    if not any(lake.count("silver", t) for t in (*SILVER_TABLES, QUARANTINE, INGEST_LOG)):
+        return False   # a new lake: nothing to carry
     quarantined = ({r[0] or UNKNOWN_KIND: r[1] for r in lake.read("silver", QUARANTINE).groupBy("target_table")
                     .count().collect()} if lake.exists("silver", QUARANTINE) else {})
     carried = [BatchCounts(t, lake.count("silver", t) + quarantined.get(t, 0), quarantined.get(t, 0),
