@@ -168,11 +168,13 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
     kernel_log = open(settings.reports_dir / "kernel.log", "w")   # the JVM's own output, if any
     kernel, client = start_new_kernel(kernel_name="python3", cwd=str(runs[0].path.parent), stdout=kernel_log,
                                       stderr=kernel_log)
-    # Spark starts in the kernel while the broker starts and 01_produce runs (it needs no Spark)
-    job_params = {k: v for k, v in (runs[0].widgets or {}).items() if k in JOB_PARAMETERS}
-    client.execute("import threading\nfrom fitbit_lakehouse import pipeline as _pipeline\n"
-                   f"threading.Thread(target=_pipeline.warm_up, args=({job_params!r},), daemon=True).start()",
-                   silent=True)
+    # Spark starts in the kernel while the broker starts and 01_produce runs (it needs no Spark); a
+    # run of 01_produce alone (the producer job) starts none
+    if any(run.path.stem != NOTEBOOKS[0] for run in runs):
+        job_params = {k: v for k, v in (runs[0].widgets or {}).items() if k in JOB_PARAMETERS}
+        client.execute("import threading\nfrom fitbit_lakehouse import pipeline as _pipeline\n"
+                       f"threading.Thread(target=_pipeline.warm_up, args=({job_params!r},), daemon=True).start()",
+                       silent=True)
     handle = None
     try:
         handle = ensure_broker(settings)
