@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from .config import Settings
 from .privacy import user_key_column, user_key_secret
 from .silver import IDENTITY
-from .tables import Lake, sql_literal, union_all
+from .tables import KeyRange, Lake, WriteMetrics, sql_literal, union_all
 
 log = logging.getLogger(__name__)
 
@@ -395,8 +395,12 @@ class GoldWriter:
         if scope is None:
             self._unpersist()
             return None, {}
-        keys = F.broadcast(scope.frame(lake.spark).join(F.broadcast(lake.read("silver", IDENTITY)), "fitbit_id")
+        keys = F.broadcast(identity.join(F.broadcast(scope.frame(lake.spark)), "fitbit_id")
                            .select("user_key", date_key("day").alias("date_key")).cache())
+        users = sorted(r[0] for r in keys.select("user_key").distinct().collect())
+        # where the scope's rows lie in gold: new days (the usual incremental run) are appended
+        days = KeyRange(bounds=(("date_key", _key_of(scope.first), _key_of(scope.last)),),
+                        values=(("user_key", tuple(users)),))
 
         def write_table(item) -> tuple[str, dict]:
             name, rows = item
@@ -404,17 +408,17 @@ class GoldWriter:
             rows = rows.join(keys, ["user_key", "date_key"], "left_semi")
             if name == GOAL_ALERTS:   # one alert per user-day, however often the day is rebuilt;
                 # its change feed is the outbox of the alerts topic (alerts.py)
-                metrics = lake.merge(rows, "gold", name, GOLD_KEYS[name],
+                metrics = lake.merge(rows, "gold", name, GOLD_KEYS[name], target_filter=days,
                                      properties={"delta.enableChangeDataFeed": "true"})
             else:
-                metrics = self._replace_days(name, rows, keys)
+                metrics = self._replace_days(name, rows, keys, days)
             return name, metrics.__dict__
 
         with ThreadPoolExecutor(max_workers=int(self.settings.get("gold.table_threads"))) as pool:
             changes = dict(pool.map(inheritable_thread_target(lake.spark)(write_table),
                                     self.build(silver, identity).items()))
-        users = keys.select("user_key").distinct()
-        facts = lake.read("gold", "fact_daily_activity").join(users, "user_key", "left_semi") \
+        users = lake.spark.createDataFrame([(u,) for u in users], "user_key string")
+        facts = lake.read("gold", "fact_daily_activity").join(F.broadcast(users), "user_key", "left_semi") \
             if lake.exists("gold", "fact_daily_activity") else None
         users_rows = dim_user(facts, users, self.kpi)
         changes["dim_user"] = lake.merge(users_rows, "gold", "dim_user", GOLD_KEYS["dim_user"],
@@ -429,12 +433,13 @@ class GoldWriter:
             frame.unpersist()
         self._cached = []
 
-    def _replace_days(self, name: str, rows: DataFrame, keys: DataFrame):
+    def _replace_days(self, name: str, rows: DataFrame, keys: DataFrame, days: KeyRange):
         """MERGE the rebuilt rows of the scope's user-days: insert new, update changed, and delete the
-        rows of those user-days that the rebuild no longer yields."""
+        rows of those user-days that the rebuild no longer yields. Days gold does not hold yet need
+        none of that: they are appended."""
         lake, key = self.lake, GOLD_KEYS[name]
-        if not lake.exists("gold", name):
-            return lake.merge(rows, "gold", name, key)
+        if not lake.exists("gold", name) or lake.holds_none("gold", name, days):
+            return lake.merge(rows, "gold", name, key, target_filter=days)
         stale = (lake.read("gold", name).join(keys, ["user_key", "date_key"], "left_semi")
                  .join(rows.select(*key), list(key), "left_anti"))
         source = rows.withColumn("_deleted", F.lit(False)).unionByName(stale.withColumn("_deleted", F.lit(True)))
@@ -442,14 +447,27 @@ class GoldWriter:
                           update=f"NOT s._deleted AND ({_changed(rows.columns, key)})",
                           delete="s._deleted", insert="NOT s._deleted")
 
-    def _extend_dates(self, scope: Scope):
+    def _extend_dates(self, scope: Scope) -> WriteMetrics:
+        """dim_date: every day from the first to the last of gold; a scope past either end adds the
+        days in between (appended: nothing stored lies there)."""
         lake = self.lake
-        first, last = scope.first, scope.last
-        if lake.exists("gold", "dim_date"):
-            bounds = lake.read("gold", "dim_date").agg(F.min("date"), F.max("date")).first()
-            if bounds[0] is not None:
-                first, last = min(first, bounds[0]), max(last, bounds[1])
-        return lake.merge(dim_date(lake.spark, first, last), "gold", "dim_date", GOLD_KEYS["dim_date"])
+        if not lake.exists("gold", "dim_date"):
+            return lake.merge(dim_date(lake.spark, scope.first, scope.last), "gold", "dim_date", GOLD_KEYS["dim_date"])
+        low, high = lake.read("gold", "dim_date").agg(F.min("date"), F.max("date")).first()
+        if low is None:
+            low = high = scope.first
+        added = WriteMetrics()
+        for first, last in ((min(scope.first, low), low - timedelta(days=1)),
+                            (high + timedelta(days=1), max(scope.last, high))):
+            if first <= last:
+                written = lake.merge(dim_date(lake.spark, first, last), "gold", "dim_date", GOLD_KEYS["dim_date"],
+                                     target_filter=KeyRange(bounds=(("date_key", _key_of(first), _key_of(last)),)))
+                added = WriteMetrics(added.inserted + written.inserted)
+        return added
+
+
+def _key_of(day: date) -> int:
+    return int(day.strftime("%Y%m%d"))
 
 
 def _changed(columns, key) -> str:

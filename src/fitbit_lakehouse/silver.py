@@ -32,7 +32,7 @@ from .config import Settings
 from .privacy import user_key_column, user_key_secret
 from .quality import Reconciliation, Rules, collect_reasons, column_reasons, row_reasons, typed_value
 from .spark import trigger_of
-from .tables import BRONZE_EVENTS, Lake, Txn, WriteMetrics, sql_literal, union_all
+from .tables import BRONZE_EVENTS, KeyRange, Lake, Txn, WriteMetrics, union_all
 
 log = logging.getLogger(__name__)
 
@@ -214,12 +214,11 @@ def update_condition(kind: FileKind) -> str:
     return f"s._version > t._version AND NOT ({same})"
 
 
-def pruning_filter(kind: FileKind, fitbit_ids: list, low, high) -> str:
-    """A predicate over the target that holds for every row the batch can match: Delta reads only
-    the files whose Id and key-range statistics overlap the batch."""
+def pruning_filter(kind: FileKind, fitbit_ids: list, low, high) -> KeyRange:
+    """Where every stored row the batch can match lies: its Ids, within its key range. Delta reads
+    only the files whose statistics overlap it."""
     second = next(k for k in kind.key if k != "fitbit_id")
-    ids = ", ".join(str(int(i)) for i in sorted(fitbit_ids))
-    return (f"t.fitbit_id IN ({ids}) AND t.`{second}` BETWEEN {sql_literal(low)} AND {sql_literal(high)}")
+    return KeyRange(bounds=((second, low, high),), values=(("fitbit_id", tuple(int(i) for i in fitbit_ids)),))
 
 
 # --- writer ------------------------------------------------------------------------------

@@ -12,10 +12,11 @@ are found again, also when a replay skipped it.
 """
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -80,6 +81,39 @@ def sql_literal(value) -> str:
     if isinstance(value, str):
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return str(value)
+
+
+_STATS_STRING_PREFIX = 32   # Delta keeps this many characters of a text column's min and max
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """Where every stored row that a write can match lies: per column an inclusive (low, high), and
+    for some columns the values they take (an IN list). As SQL over the target (t.) it keeps a MERGE
+    to the files that can hold such rows; against the files' statistics it can tell, without reading
+    a file, that no stored row lies there (then an append does the MERGE's work)."""
+    bounds: tuple[tuple[str, Any, Any], ...] = ()
+    values: tuple[tuple[str, tuple], ...] = ()
+
+    def sql(self) -> str:
+        parts = [f"t.`{c}` IN ({', '.join(sql_literal(v) for v in sorted(vs))})" for c, vs in self.values]
+        parts += [f"t.`{c}` BETWEEN {sql_literal(low)} AND {sql_literal(high)}" for c, low, high in self.bounds]
+        return " AND ".join(parts) or "true"
+
+    def excludes(self, file_stats: dict) -> bool:
+        """True when a file's min/max statistics (`min.<col>`, `max.<col>`) show it holds no row in the
+        range; False when it may (a missing statistic may hide anything)."""
+        def outside(column, inside) -> bool:
+            low, high = file_stats.get(f"min.{column}"), file_stats.get(f"max.{column}")
+            if low is None or high is None or isinstance(high, str) and len(high) >= _STATS_STRING_PREFIX:
+                return False   # no statistic, or a text one cut to its prefix: may hold anything
+            if isinstance(high, dt.datetime):
+                high += dt.timedelta(milliseconds=1)   # Delta keeps times to the millisecond
+            return not inside(low, high)
+
+        if any(outside(c, lambda lo, hi, a=a, b=b: a <= hi and lo <= b) for c, a, b in self.bounds):
+            return True
+        return any(outside(c, lambda lo, hi, vs=vs: any(lo <= v <= hi for v in vs)) for c, vs in self.values)
 
 
 class Lake:
@@ -231,16 +265,16 @@ class Lake:
 
     def merge(self, source: DataFrame, layer: str, name: str, key: Sequence[str], *,
               columns: Sequence[str] | None = None, update: str | None = None, delete: str | None = None,
-              insert: str | None = "true", target_filter: str | None = None, txn: Txn | None = None,
+              insert: str | None = "true", target_filter: KeyRange | None = None, txn: Txn | None = None,
               properties: dict[str, str] | None = None, lock=None) -> WriteMetrics:
         """MERGE source into the table on `key` (t. = target, s. = source), creating it first when needed.
 
         columns: the table's columns (default: all of the source's; others only serve conditions);
         update / delete: conditions under which a matched row is updated from the source / deleted
         (None: never); insert: condition under which an unmatched source row is inserted (None: never);
-        target_filter: a predicate over t. that every matching target row fulfils, so that Delta skips
-        the other files (when no stored row fulfils it, nothing can match: the source is appended,
-        the same write without the MERGE's joins and lock); txn: makes the write exactly-once;
+        target_filter: where every matching target row lies, so that Delta skips the other files (when
+        no stored row lies there, nothing can match: the source is appended, the same write without
+        the MERGE's joins and lock); txn: makes the write exactly-once;
         properties: table properties, when the table is created; lock: held while the session carries this MERGE's settings (threads that
         share a session take turns). Returns the commit's row counts.
         """
@@ -248,13 +282,13 @@ class Lake:
         columns = list(columns or source.columns)
         tag = txn.tag if txn else f"write-{uuid.uuid4()}"
         exists = self.exists(layer, name)
-        if insert == "true" and (not exists or (target_filter and self._holds_none(layer, name, target_filter))):
+        if insert == "true" and (not exists or (target_filter and self.holds_none(layer, name, target_filter))):
             # nothing to match: an append does the same, faster (new days of a table, a first load)
             self.save(source.select(*columns), layer, name, txn=txn, tag=tag, properties=properties)
             return self.commit_metrics(layer, name, tag)
         if not exists:
             self.create(layer, name, source.select(*columns).schema, properties)
-        on = " AND ".join([f"t.`{k}` <=> s.`{k}`" for k in key] + ([target_filter] if target_filter else []))
+        on = " AND ".join([f"t.`{k}` <=> s.`{k}`" for k in key] + ([target_filter.sql()] if target_filter else []))
         values = {f"`{c}`": f"s.`{c}`" for c in columns}
         builder = self.delta(layer, name, session).alias("t").merge(source.alias("s"), on)
         if delete:
@@ -273,10 +307,27 @@ class Lake:
         # from the commit, not the result: a replay skips the MERGE but finds the commit it made before
         return self.commit_metrics(layer, name, tag)
 
-    def _holds_none(self, layer: str, name: str, predicate: str) -> bool:
-        """No row of the table fulfils the predicate over t. (Delta's file statistics usually answer
-        it without reading a file)."""
-        return self.read(layer, name).alias("t").where(predicate).isEmpty()
+    def holds_none(self, layer: str, name: str, keys: KeyRange) -> bool:
+        """No stored row lies in the range: told by every file's statistics where they tell it (read
+        with delta-rs: no Spark job), else by a query (Delta still skips files by those statistics)."""
+        files = self._file_stats(layer, name)
+        if files is not None and all(keys.excludes(f) for f in files):
+            return True
+        return self.read(layer, name).alias("t").where(keys.sql()).isEmpty()
+
+    def _file_stats(self, layer: str, name: str) -> list[dict] | None:
+        """Min/max statistics of the table's live files (None where delta-rs cannot read them)."""
+        if not self.by_path:
+            return None
+        try:
+            import pyarrow as pa
+            from deltalake import DeltaTable
+
+            actions = pa.table(DeltaTable(self.path(layer, name)).get_add_actions(flatten=True))
+        except Exception:   # noqa: BLE001 - not readable by delta-rs: the query decides
+            return None
+        stats = [c for c in actions.column_names if c.startswith(("min.", "max."))]
+        return actions.select(stats).to_pylist()
 
     def commit(self, layer: str, name: str, tag: str, depth: Iterable[int] = (20, None)) -> dict | None:
         """The commit tagged `tag` (version, operation, operationMetrics), or None."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fitbit_lakehouse.tables import Lake, Txn
+from fitbit_lakehouse.tables import KeyRange, Lake, Txn
 
 
 @pytest.fixture()
@@ -68,25 +68,51 @@ def test_tombstones_delete_and_helper_columns_stay_out(spark, lake):
 def test_target_filter_limits_what_can_match(spark, lake):
     lake.merge(spark.createDataFrame([(1, "a"), (2, "b")], "id bigint, v string"), "t", "x", ("id",))
     source = spark.createDataFrame([(1, "A"), (2, "B")], "id bigint, v string")
-    lake.merge(source, "t", "x", ("id",), update="t.v <> s.v", insert=None, target_filter="t.id IN (2)")
+    lake.merge(source, "t", "x", ("id",), update="t.v <> s.v", insert=None, target_filter=KeyRange(values=(("id", (2,)),)))
     assert _rows(lake, "x") == [(1, "a"), (2, "B")]
 
 
 def test_rows_no_stored_row_can_match_are_appended_exactly_once(spark, lake):
     lake.merge(spark.createDataFrame([(1, "a"), (2, "b")], "id bigint, v string"), "t", "x", ("id",))
     new_days = spark.createDataFrame([(3, "c"), (4, "d")], "id bigint, v string")
-    metrics = lake.merge(new_days, "t", "x", ("id",), update="t.v <> s.v", target_filter="t.id BETWEEN 3 AND 4",
+    metrics = lake.merge(new_days, "t", "x", ("id",), update="t.v <> s.v", target_filter=KeyRange(bounds=(("id", 3, 4),)),
                          txn=Txn("app", 1))
     assert metrics.inserted == 2
     assert lake.delta("t", "x").history(1).first()["operation"] == "WRITE"   # no MERGE was needed
     # replayed after a crash: the append's commit is found again, nothing is written twice
     version = lake.version("t", "x")
-    assert lake.merge(new_days, "t", "x", ("id",), update="t.v <> s.v", target_filter="t.id BETWEEN 3 AND 4",
+    assert lake.merge(new_days, "t", "x", ("id",), update="t.v <> s.v", target_filter=KeyRange(bounds=(("id", 3, 4),)),
                       txn=Txn("app", 1)).inserted == 2
     assert lake.version("t", "x") == version
     # a stored row within the filter: a real MERGE, which updates it
     changed = spark.createDataFrame([(4, "D"), (5, "e")], "id bigint, v string")
-    metrics = lake.merge(changed, "t", "x", ("id",), update="t.v <> s.v", target_filter="t.id BETWEEN 4 AND 5")
+    metrics = lake.merge(changed, "t", "x", ("id",), update="t.v <> s.v", target_filter=KeyRange(bounds=(("id", 4, 5),)))
     assert (metrics.inserted, metrics.updated) == (1, 1)
     assert lake.delta("t", "x").history(1).first()["operation"] == "MERGE"
     assert _rows(lake, "x") == [(1, "a"), (2, "b"), (3, "c"), (4, "D"), (5, "e")]
+
+
+def test_key_range_against_file_statistics():
+    day = KeyRange(bounds=(("day", 20160613, 20160614),), values=(("id", (5, 9)),))
+    assert day.excludes({"min.day": 20160412, "max.day": 20160512, "min.id": 1, "max.id": 9})   # days before
+    assert day.excludes({"min.day": 20160601, "max.day": 20160630, "min.id": 6, "max.id": 8})   # ids between
+    assert not day.excludes({"min.day": 20160601, "max.day": 20160630, "min.id": 1, "max.id": 5})
+    assert not day.excludes({"min.day": None, "max.day": None, "min.id": 6, "max.id": 8} | {"min.id": 1})
+    assert not day.excludes({})   # no statistics: may hold anything
+    prefix = KeyRange(values=(("k", ("b",)),))
+    assert prefix.excludes({"min.k": "c", "max.k": "d"})
+    assert not prefix.excludes({"min.k": "c", "max.k": "d" * 32})   # a cut max says nothing
+    import datetime as dt
+
+    minute = KeyRange(bounds=(("t", dt.datetime(2016, 5, 12, 23, 59, 0, 500), dt.datetime(2016, 5, 13)),))
+    assert not minute.excludes({"min.t": dt.datetime(2016, 5, 1), "max.t": dt.datetime(2016, 5, 12, 23, 59)})
+
+
+def test_no_stored_row_in_range_is_told_by_the_statistics_alone(spark, lake, monkeypatch):
+    lake.merge(spark.createDataFrame([(1, "a"), (2, "b")], "id bigint, v string"), "t", "x", ("id",))
+    monkeypatch.setattr(lake, "read", lambda *a, **k: pytest.fail("the statistics should have answered"))
+    assert lake.holds_none("t", "x", KeyRange(bounds=(("id", 3, 4),)))
+    monkeypatch.undo()
+    assert not lake.holds_none("t", "x", KeyRange(bounds=(("id", 2, 4),)))
+    # statistics that overlap the range without a row in it (no id 1 with v "b"): the query decides
+    assert lake.holds_none("t", "x", KeyRange(values=(("id", (1,)),), bounds=(("v", "b", "b"),)))
