@@ -9,6 +9,7 @@ trains the model, and writes the reports (report.py draws and renders them).
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -689,9 +690,49 @@ def start_experiment(settings: Settings) -> None:
     mlflow.set_experiment(name)
 
 
+def report_inputs(lake: Lake, settings: Settings) -> dict:
+    """What a report follows from: the Delta versions of the tables it reads, and the settings it applies
+    (where its MLflow run goes included)."""
+    from .silver import INGEST_LOG, QUARANTINE
+
+    tables = [("gold", name) for name in GOLD_INPUTS] + [("silver", QUARANTINE), ("silver", INGEST_LOG)]
+    return {"versions": {f"{layer}.{name}": lake.version(layer, name) for layer, name in tables},
+            "settings": {**run_params(settings), "mlflow.tracking_uri": settings.mlflow_tracking_uri,
+                         "mlflow.experiment": settings.get("mlflow.experiment")}}
+
+
+def _state_file(settings: Settings) -> Path:
+    return settings.reports_dir / "insights_state.json"
+
+
+def _kept_report(settings: Settings, inputs: dict) -> dict | None:
+    """The last run's result when the report follows from exactly these inputs and is still there."""
+    try:
+        state = json.loads(_state_file(settings).read_text())
+    except (OSError, ValueError):
+        return None
+    result = state.get("result") or {}
+    kept = state.get("inputs") == json.loads(json.dumps(inputs, default=str)) and all(
+        Path(result.get(k) or "").is_file() for k in ("report", "html_report"))
+    return {**result, "unchanged": True} if kept else None
+
+
 def run_insights(spark, settings: Settings) -> dict:
     """Read gold (and silver's quarantine and reconciliation), train and register the learned segments,
-    write the Markdown and HTML reports with their charts; all in one MLflow run."""
+    write the Markdown and HTML reports with their charts; all in one MLflow run. When none of the tables
+    it reads has a new version and no setting it follows changed, the last report stands (no new run)."""
+    inputs_now = report_inputs(Lake(spark, settings), settings)
+    kept = _kept_report(settings, inputs_now)
+    if kept is not None:
+        log.info("insights: gold unchanged since the last report: kept %s", kept["html_report"])
+        return kept
+    result = _write_insights(spark, settings)
+    state = {"inputs": inputs_now, "result": result}
+    _state_file(settings).write_text(json.dumps(state, default=str, indent=1))
+    return {**result, "unchanged": False}
+
+
+def _write_insights(spark, settings: Settings) -> dict:
     import mlflow
 
     from . import engagement_model, report

@@ -118,7 +118,8 @@ def insights_step(settings: Settings) -> dict:
 
     started = time.monotonic()
     result = run_insights(get_spark(settings), settings)
-    _timed_report(settings, "insights", started, {"records": len(result["charts"]), "unit": "charts",
+    unit = "charts, kept (gold unchanged)" if result.get("unchanged") else "charts"
+    _timed_report(settings, "insights", started, {"records": len(result["charts"]), "unit": unit,
                                                   "report": result["report"], "html_report": result["html_report"],
                                                   "model": result["model"], "model_skipped": result["model_skipped"]})
     return result

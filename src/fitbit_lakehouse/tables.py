@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from pathlib import Path
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -180,6 +181,8 @@ class Lake:
 
     def version(self, layer: str, name: str) -> int | None:
         """The table's latest Delta version (None when it does not exist)."""
+        if self.by_path and not (Path(self.path(layer, name)) / "_delta_log").is_dir():
+            return None
         log = self._log(layer, name)
         if log is not None:
             return log.version()

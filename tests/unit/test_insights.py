@@ -374,3 +374,30 @@ def test_run_insights_on_a_tiny_lake_reads_with_delta_rs_and_logs_the_versions(t
     assert Path(result["html_report"]).parent == Path(result["report"]).parent == settings.reports_dir
     assert "3 records quarantined, most often for negative_value:total_steps (2 in daily_activity)" in page
     assert len(_png_sources(page)) == len(result["charts"])
+
+
+def test_insights_keep_the_last_report_while_gold_is_unchanged(tmp_path, monkeypatch, mlflow_uris):
+    """A run on the same table versions and settings writes no new report and logs no new MLflow run;
+    a new version of a table it reads, or another setting it follows, makes a new one."""
+    import mlflow
+
+    from fitbit_lakehouse import silver
+
+    _write_tiny_lake(tmp_path)
+    monkeypatch.setattr(silver, "reconcile", lambda spark, settings: [])
+    settings = load_settings(environ={}).with_overrides(**{
+        "paths.lake_dir": str(tmp_path), "mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    first = insights.run_insights(None, settings)
+    again = insights.run_insights(None, settings)
+    assert not first["unchanged"] and again["unchanged"]
+    assert again["mlflow_run_id"] == first["mlflow_run_id"] and again["charts"] == first["charts"]
+    experiment = mlflow.MlflowClient().get_experiment_by_name(settings.get("mlflow.experiment"))
+    assert len(mlflow.MlflowClient().search_runs([experiment.experiment_id])) == 1
+
+    from deltalake import write_deltalake
+
+    write_deltalake(str(tmp_path / "gold" / "goal_alerts"), _tables()["alerts"].iloc[:1], mode="append")
+    after_new_alert = insights.run_insights(None, settings)
+    assert not after_new_alert["unchanged"] and after_new_alert["mlflow_run_id"] != first["mlflow_run_id"]
+    other_goal = insights.run_insights(None, settings.with_overrides(**{"kpi.activity.steps_goal": 8000}))
+    assert not other_goal["unchanged"]
