@@ -193,7 +193,19 @@ def bench_duckdb(month2_lake: Path) -> dict:
         started = time.monotonic()
         gold = gold_from_csv(MONTH2, keys)
         times.append(time.monotonic() - started)
-    return {"seconds": times, "check": compare_gold(gold, month2_lake)}
+    # the same as a command of its own, as `make run` is one: interpreter, imports and keys included
+    command = [sys.executable, "-c", "import sys; from pathlib import Path; import pandas as pd; "
+               "from benchmarks.duckdb_gold import gold_from_csv; from fitbit_lakehouse.config import load_settings; "
+               "from fitbit_lakehouse.privacy import user_key, user_key_secret; "
+               f"raw = Path({str(MONTH2)!r}); secret = user_key_secret(load_settings()); "
+               "ids = set(pd.read_csv(raw / 'dailyActivity_merged.csv', usecols=['Id'])['Id']); "
+               "gold_from_csv(raw, {int(i): user_key(int(i), secret) for i in ids})"]
+    commands = []
+    for _ in range(REPEATS):
+        started = time.monotonic()
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        commands.append(time.monotonic() - started)
+    return {"seconds": times, "command_seconds": commands, "check": compare_gold(gold, month2_lake)}
 
 
 def compare_gold(reference: dict, lake: Path) -> dict:
@@ -390,6 +402,7 @@ def write_document(r: dict) -> None:
     rerun = median([x["wall_s"] for x in m2["rerun"]])
     inc = median([x["wall_s"] for x in m2["incremental"]])
     duck = median(r["duckdb"]["seconds"])
+    duck_command = median(r["duckdb"]["command_seconds"]) if r["duckdb"].get("command_seconds") else None
     peak = max(x["peak_rss_mb"] for x in m2["full"] + m2["incremental"])
     failed = {k: v["error"] for k, v in r.items() if isinstance(v, dict) and "error" in v}
     syn = median([x["wall_s"] for x in r["synthetic"]["default"]]) if "synthetic" not in failed else float("nan")
@@ -412,7 +425,9 @@ def write_document(r: dict) -> None:
     rows = [
         ("month 2 `make run` (after set-up), wall", "<= 3 min", f"{full:.0f} s", ok(full <= 180)),
         ("same, ratio to DuckDB computing the same gold from the CSVs", "<= 100x (stretch 25x)",
-         f"{full / duck:.0f}x (DuckDB {duck:.2f} s)", ok(full / duck <= 100)),
+         f"{full / duck:.0f}x (DuckDB {duck:.2f} s in process)"
+         + (f"; {full / duck_command:.0f}x against DuckDB as a command of its own ({duck_command:.2f} s with "
+            f"interpreter and imports)" if duck_command else ""), ok(full / duck <= 100)),
         ("synthetic default `make run` (after set-up)", "<= 90 s", f"{syn:.0f} s", ok(syn <= 90)),
         ("re-run with nothing new (month 2)", "<= 45 s, bronze unchanged",
          f"{rerun:.0f} s, bronze unchanged: {all(x['bronze_unchanged'] for x in m2['rerun'])}",

@@ -1,7 +1,7 @@
 """Fault injection: kill -9 after the k-th commit of a writer, restart, compare with a clean run.
 
-One input is produced once into a topic. A clean lake runs `steps bronze,silver,gold` in one process.
-A crashed lake runs the same command with FITBIT_KILL_AFTER=<writer>:<k> (see fitbit_lakehouse/faults.py),
+One input is produced once into a topic. A clean lake runs bronze, silver and gold (in the test's own
+process). A crashed lake runs `steps bronze,silver,gold` with FITBIT_KILL_AFTER=<writer>:<k> (see fitbit_lakehouse/faults.py),
 which must kill it, and then again to the end. Every table and the alerts topic (as a read_committed
 consumer sees it) must then equal the clean run's: nothing lost, nothing twice, quarantine included.
 `make test` crashes one lake at bronze, silver and the alert publisher in turn (and loses its checkpoints);
@@ -119,10 +119,17 @@ def _chaos_selected(request) -> bool:
 
 @pytest.fixture(scope="module")
 def clean(topic, test_root, spark, request):
+    """The run nothing crashes: the same steps, in this process (its warm Spark saves a JVM's start)."""
     lake_dir = test_root / "faults_clean"
     # under make chaos the clean run is cut as the crashed ones are: its commits are the ones to cover
     silver_files = SILVER_FILES_CHAOS if _chaos_selected(request) else SILVER_FILES
-    assert _run(topic, lake_dir, "e2e_faults_alerts_clean", silver_files=silver_files) == 0
+    settings = topic.with_overrides(**{
+        "paths.lake_dir": str(lake_dir), "kafka.alerts_topic": "e2e_faults_alerts_clean",
+        "bronze.max_offsets_per_trigger": 10, "silver.max_files_per_trigger": silver_files})
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FITBIT_USER_KEY_SECRET", SECRET)
+        for step in (pipeline.bronze_step, pipeline.silver_step, pipeline.gold_step):
+            step(settings)
     snapshot = _snapshot(spark, topic, lake_dir)
     assert len(snapshot["bronze/events"]) > 100 and len(snapshot["silver/quarantine"]) > 0
     alerts = _alerts(topic, "e2e_faults_alerts_clean")
