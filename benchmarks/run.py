@@ -370,6 +370,8 @@ def main() -> int:
                     raise
                 print(f"  {key} failed: {exc}", flush=True)
                 results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+            # kept after every part: an hour's figures survive a run cut short
+            (WORK / "results_so_far.json").write_text(json.dumps(results, indent=1, default=str))
     results["bench_minutes"] = round((time.monotonic() - started) / 60, 1)
     (DOCS / "benchmarks").mkdir(parents=True, exist_ok=True)
     if only:   # kept whatever follows
