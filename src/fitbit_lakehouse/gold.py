@@ -397,10 +397,10 @@ class GoldWriter:
             return None, {}
         keys = F.broadcast(identity.join(F.broadcast(scope.frame(lake.spark)), "fitbit_id")
                            .select("user_key", date_key("day").alias("date_key")).cache())
-        users = sorted(r[0] for r in keys.select("user_key").distinct().collect())
+        user_keys = sorted(r[0] for r in keys.select("user_key").distinct().collect())
         # where the scope's rows lie in gold: new days (the usual incremental run) are appended
         days = KeyRange(bounds=(("date_key", _key_of(scope.first), _key_of(scope.last)),),
-                        values=(("user_key", tuple(users)),))
+                        values=(("user_key", tuple(user_keys)),))
 
         def write_table(item) -> tuple[str, dict]:
             name, rows = item
@@ -417,7 +417,7 @@ class GoldWriter:
         with ThreadPoolExecutor(max_workers=int(self.settings.get("gold.table_threads"))) as pool:
             changes = dict(pool.map(inheritable_thread_target(lake.spark)(write_table),
                                     self.build(silver, identity).items()))
-        users = lake.spark.createDataFrame([(u,) for u in users], "user_key string")
+        users = lake.spark.createDataFrame([(u,) for u in user_keys], "user_key string")
         facts = lake.read("gold", "fact_daily_activity").join(F.broadcast(users), "user_key", "left_semi") \
             if lake.exists("gold", "fact_daily_activity") else None
         users_rows = dim_user(facts, users, self.kpi)
@@ -439,7 +439,7 @@ class GoldWriter:
         none of that: they are appended."""
         lake, key = self.lake, GOLD_KEYS[name]
         if not lake.exists("gold", name) or lake.holds_none("gold", name, days):
-            return lake.merge(rows, "gold", name, key, target_filter=days)
+            return lake.append(rows, "gold", name)
         stale = (lake.read("gold", name).join(keys, ["user_key", "date_key"], "left_semi")
                  .join(rows.select(*key), list(key), "left_anti"))
         source = rows.withColumn("_deleted", F.lit(False)).unionByName(stale.withColumn("_deleted", F.lit(True)))
@@ -452,7 +452,7 @@ class GoldWriter:
         days in between (appended: nothing stored lies there)."""
         lake = self.lake
         if not lake.exists("gold", "dim_date"):
-            return lake.merge(dim_date(lake.spark, scope.first, scope.last), "gold", "dim_date", GOLD_KEYS["dim_date"])
+            return lake.append(dim_date(lake.spark, scope.first, scope.last), "gold", "dim_date")
         low, high = lake.read("gold", "dim_date").agg(F.min("date"), F.max("date")).first()
         if low is None:
             low = high = scope.first
@@ -460,8 +460,7 @@ class GoldWriter:
         for first, last in ((min(scope.first, low), low - timedelta(days=1)),
                             (high + timedelta(days=1), max(scope.last, high))):
             if first <= last:
-                written = lake.merge(dim_date(lake.spark, first, last), "gold", "dim_date", GOLD_KEYS["dim_date"],
-                                     target_filter=KeyRange(bounds=(("date_key", _key_of(first), _key_of(last)),)))
+                written = lake.append(dim_date(lake.spark, first, last), "gold", "dim_date")
                 added = WriteMetrics(added.inserted + written.inserted)
         return added
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from pathlib import Path
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from pyspark.sql import DataFrame
@@ -287,8 +287,7 @@ class Lake:
         exists = self.exists(layer, name)
         if insert == "true" and (not exists or (target_filter and self.holds_none(layer, name, target_filter))):
             # nothing to match: an append does the same, faster (new days of a table, a first load)
-            self.save(source.select(*columns), layer, name, txn=txn, tag=tag, properties=properties)
-            return self.commit_metrics(layer, name, tag)
+            return self.append(source, layer, name, columns=columns, txn=txn, properties=properties)
         if not exists:
             self.create(layer, name, source.select(*columns).schema, properties)
         on = " AND ".join([f"t.`{k}` <=> s.`{k}`" for k in key] + ([target_filter.sql()] if target_filter else []))
@@ -308,6 +307,14 @@ class Lake:
         with lock or _NO_LOCK, _session_conf(session, conf):
             builder.execute()
         # from the commit, not the result: a replay skips the MERGE but finds the commit it made before
+        return self.commit_metrics(layer, name, tag)
+
+    def append(self, source: DataFrame, layer: str, name: str, *, columns: Sequence[str] | None = None,
+               txn: Txn | None = None, properties: dict[str, str] | None = None) -> WriteMetrics:
+        """Append source (rows no stored row can match), creating the table when needed; txn makes it
+        exactly-once. Returns the commit's row counts."""
+        tag = txn.tag if txn else f"write-{uuid.uuid4()}"
+        self.save(source.select(*(columns or source.columns)), layer, name, txn=txn, tag=tag, properties=properties)
         return self.commit_metrics(layer, name, tag)
 
     def holds_none(self, layer: str, name: str, keys: KeyRange) -> bool:
