@@ -153,15 +153,15 @@ def _dispatch(args, settings) -> int:
                          dirty_rows=settings.get("synthetic.dirty_rows"))
         print(f"wrote {len(paths)} files under {settings.raw_dir}")
     elif args.command == "setup":
-        from .kafka_broker import LocalBroker
+        from .kafka_broker import LocalBroker, build_broker_cds_archive
         from .spark import build_cds_archive, extra_jars, require_java
 
         require_java()
         LocalBroker(settings).classpath()
         extra_jars(settings)
-        archive = build_cds_archive(settings)
+        archives = [build_cds_archive(settings), build_broker_cds_archive(settings)]
         print("setup ok: Java, the Kafka broker's jars and Spark's Delta and Kafka jars are in place"
-              + (", and Spark's class-data archive (a faster start)" if archive else ""))
+              + (", and class-data archives of Spark and the broker (a faster start)" if any(archives) else ""))
     elif args.command == "cluster":
         from .cluster import cluster_down, cluster_up
 

@@ -6,21 +6,24 @@ a broker on that port. Errors are one readable line that says what to do.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
-from .maven import local_repository, resolve
-from .spark import require_java
+from .maven import SetupError, local_repository, resolve
+from .spark import CDS_QUIET, java_version_text, require_java
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +207,82 @@ def write_log4j(path: Path, log_file: Path) -> None:
         "rootLogger.level = INFO\nrootLogger.appenderRef.f.ref = F\n")
 
 
-def java_command(settings: Settings, home: Path, classpath: list[str], main: str, *args: str) -> list[str]:
+def java_command(settings: Settings, home: Path, classpath: list[str], main: str, *args: str,
+                 jvm_options: tuple[str, ...] = ()) -> list[str]:
     java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
-    return [java, f"-Xmx{settings.get('kafka.broker.heap')}", "-Xms128m",
-            f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}", f"-Dkafka.logs.dir={home}",
+    return [java, f"-Xmx{settings.get('kafka.broker.heap')}", "-Xms128m", *_cds_options(settings, classpath),
+            *jvm_options, f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}", f"-Dkafka.logs.dir={home}",
             "-cp", os.pathsep.join(classpath), main, *args]
+
+
+# --- class-data sharing: a faster broker start ---------------------------------------------
+
+def broker_cds_archive(settings: Settings, classpath: list[str]) -> Path:
+    """The broker's class-data archive for this Java and these jars (another of either is another
+    file: a JVM would refuse a stale archive anyway, and start without it)."""
+    fingerprint = hashlib.sha256(json.dumps(
+        [java_version_text(os.environ.get("JAVA_HOME")), classpath]).encode()).hexdigest()[:16]
+    return settings.project_root / ".cache" / f"kafka-cds-{fingerprint}.jsa"
+
+
+def _cds_options(settings: Settings, classpath: list[str]) -> list[str]:
+    if not settings.get("kafka.broker.class_data_sharing"):
+        return []
+    archive = broker_cds_archive(settings, classpath)
+    return [f"-XX:SharedArchiveFile={archive}", *CDS_QUIET] if archive.is_file() else []
+
+
+def build_broker_cds_archive(settings: Settings) -> Path | None:
+    """`make setup`: the classes of a broker at work (topics created, idempotent and transactional
+    produce, a consumer group) recorded into the archive by a broker of its own, in a lake of its own.
+    None when switched off; an archive already in place is kept."""
+    if not settings.get("kafka.broker.class_data_sharing"):
+        return None
+    classpath = LocalBroker(settings).classpath()
+    archive = broker_cds_archive(settings, classpath)
+    if archive.is_file():
+        return archive
+    for stale in archive.parent.glob("kafka-cds-*.jsa"):
+        stale.unlink()
+    with tempfile.TemporaryDirectory(prefix="fitbit-kafka-cds-") as work:
+        dumped = Path(work) / "kafka.jsa"
+        recording = settings.with_overrides(**{
+            "paths.lake_dir": str(Path(work) / "lake"), "kafka.bootstrap_servers": f"localhost:{free_port()}",
+            "kafka.broker.class_data_sharing": False, "kafka.security_protocol": "PLAINTEXT"})
+        broker = LocalBroker(recording)
+        broker.start(jvm_options=(f"-XX:ArchiveClassesAtExit={dumped}", *CDS_QUIET))
+        try:
+            _exercise_broker(recording)
+        finally:
+            broker.stop(timeout_s=120)   # the archive is written as the JVM exits
+        if not dumped.is_file():
+            raise SetupError(f"Could not record the Kafka broker's class-data archive (see {broker.log_file}); "
+                             f"set kafka.broker.class_data_sharing: false in conf/local.yml to start without one.")
+        shutil.move(str(dumped), archive)
+    return archive
+
+
+def _exercise_broker(settings: Settings) -> None:
+    """What a pipeline run asks of the broker, in small."""
+    from kafka import KafkaConsumer
+
+    ensure_topics(settings)
+    producer = make_producer(settings, client_id="fitbit-cds")
+    for i in range(100):
+        producer.send(settings.events_topic, key=b"k", value=b"v%d" % i)
+    producer.flush()
+    producer.close()
+    publisher = make_producer(settings, client_id="fitbit-cds-tx", transactional_id="fitbit-cds")
+    publisher.init_transactions()
+    publisher.begin_transaction()
+    publisher.send(settings.alerts_topic, key=b"k", value=b"alert")
+    publisher.commit_transaction()
+    publisher.close()
+    consumer = KafkaConsumer(settings.events_topic, bootstrap_servers=settings.bootstrap_servers,
+                             group_id="fitbit-cds", auto_offset_reset="earliest", consumer_timeout_ms=3000,
+                             isolation_level="read_committed")
+    sum(1 for _ in consumer)
+    consumer.close()
 
 
 class LocalBroker:
@@ -248,8 +322,9 @@ class LocalBroker:
         write_log4j(self.home / "log4j2.properties", self.log_file)
         return path
 
-    def _java(self, main: str, *args: str, **popen) -> subprocess.Popen:
-        return subprocess.Popen(java_command(self.settings, self.home, self.classpath(), main, *args), **popen)
+    def _java(self, main: str, *args: str, jvm_options: tuple[str, ...] = (), **popen) -> subprocess.Popen:
+        return subprocess.Popen(java_command(self.settings, self.home, self.classpath(), main, *args,
+                                             jvm_options=jvm_options), **popen)
 
     def format_storage(self, config: Path) -> None:
         if (self.data_dir / "meta.properties").exists():
@@ -272,14 +347,14 @@ class LocalBroker:
         command = _command_line(pid)
         return pid if "kafka.Kafka" in command and str(self.home / "server.properties") in command else None
 
-    def start(self) -> int:
+    def start(self, jvm_options: tuple[str, ...] = ()) -> int:
         require_java()
         self.classpath()
         config = self._write_config(free_port())
         self.format_storage(config)
         with open(self.log_file.with_suffix(".out"), "ab") as out:
-            proc = self._java("kafka.Kafka", str(config), stdout=out, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = self._java("kafka.Kafka", str(config), jvm_options=jvm_options, stdout=out,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid_file.write_text(str(proc.pid))
         deadline = time.monotonic() + self.settings.get("kafka.broker.startup_timeout_s")
         while time.monotonic() < deadline:
@@ -289,7 +364,7 @@ class LocalBroker:
                                   f"see {self.log_file}. {tail.strip().splitlines()[-1] if tail else ''}")
             if port_open("127.0.0.1", self.port) and speaks_kafka(self.settings.bootstrap_servers, 5):
                 return proc.pid
-            time.sleep(0.5)
+            time.sleep(0.2)
         self.stop()
         raise BrokerError(f"The local Kafka broker did not answer within "
                           f"{self.settings.get('kafka.broker.startup_timeout_s')} s; see {self.log_file}.")

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,19 +167,23 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     run_started = time.monotonic()
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    # the broker starts while the kernel does: two processes to wait for, not one after the other
+    starter = ThreadPoolExecutor(max_workers=1)
+    broker_started = starter.submit(ensure_broker, settings)
+    starter.shutdown(wait=False)
     kernel_log = open(settings.reports_dir / "kernel.log", "w")   # the JVM's own output, if any
-    kernel, client = start_new_kernel(kernel_name="python3", cwd=str(runs[0].path.parent), stdout=kernel_log,
-                                      stderr=kernel_log)
-    # Spark starts in the kernel while the broker starts and 01_produce runs (it needs no Spark); a
-    # run of 01_produce alone (the producer job) starts none
-    if any(run.path.stem != NOTEBOOKS[0] for run in runs):
-        job_params = {k: v for k, v in (runs[0].widgets or {}).items() if k in JOB_PARAMETERS}
-        client.execute("import threading\nfrom fitbit_lakehouse import pipeline as _pipeline\n"
-                       f"threading.Thread(target=_pipeline.warm_up, args=({job_params!r},), daemon=True).start()",
-                       silent=True)
-    handle = None
+    kernel = client = handle = None
     try:
-        handle = ensure_broker(settings)
+        kernel, client = start_new_kernel(kernel_name="python3", cwd=str(runs[0].path.parent), stdout=kernel_log,
+                                          stderr=kernel_log)
+        # Spark starts in the kernel while the broker starts and 01_produce runs (it needs no Spark); a
+        # run of 01_produce alone (the producer job) starts none
+        if any(run.path.stem != NOTEBOOKS[0] for run in runs):
+            job_params = {k: v for k, v in (runs[0].widgets or {}).items() if k in JOB_PARAMETERS}
+            client.execute("import threading\nfrom fitbit_lakehouse import pipeline as _pipeline\n"
+                           f"threading.Thread(target=_pipeline.warm_up, args=({job_params!r},), daemon=True).start()",
+                           silent=True)
+        handle = broker_started.result()
         print(f"Kafka: {'a local broker started for this run' if handle.started_here else 'the broker'} at "
               f"{handle.bootstrap_servers}", flush=True)
         if any(run.path.stem == NOTEBOOKS[0] for run in runs):
@@ -209,9 +214,13 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
             records = f"{summary['records']:>12,} {summary.get('unit', '')}" if "records" in summary else ""
             print(f"{run.name:<12} {records:<36} {time.monotonic() - started:7.1f} s", flush=True)
     finally:
-        client.stop_channels()
-        kernel.shutdown_kernel(now=True)
+        if client is not None:
+            client.stop_channels()
+        if kernel is not None:
+            kernel.shutdown_kernel(now=True)
         kernel_log.close()
+        if handle is None and broker_started.exception() is None:   # the kernel failed to start
+            handle = broker_started.result()
         if handle is not None and handle.started_here:
             stop_local_broker(settings)
     print(f"\nDone in {time.monotonic() - run_started:.1f} s.")

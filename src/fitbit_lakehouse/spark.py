@@ -32,7 +32,7 @@ def on_databricks() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _java_version_text(java_home: str | None) -> str | None:
+def java_version_text(java_home: str | None) -> str | None:
     """What `java -version` prints, for the `java` Spark will start (None when there is none)."""
     java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
     if not java or not os.path.exists(java):
@@ -45,7 +45,7 @@ def _java_version_text(java_home: str | None) -> str | None:
 
 def java_major_version() -> int | None:
     """The major version of the `java` Spark will start, or None when there is none."""
-    out = _java_version_text(os.environ.get("JAVA_HOME"))
+    out = java_version_text(os.environ.get("JAVA_HOME"))
     if out is None:
         return None
     for token in out.replace('"', " ").split():
@@ -113,14 +113,14 @@ def extra_jars(settings: Settings, resolve_missing: bool = True) -> list[str]:
 
 # --- class-data sharing: a faster JVM start ------------------------------------------------
 
-_CDS_QUIET = ["-Xlog:cds=off", "-Xlog:cds+dynamic=off"]   # an unusable archive is skipped silently
+CDS_QUIET = ["-Xlog:cds=off", "-Xlog:cds+dynamic=off"]   # an unusable archive is skipped silently
 
 
 def cds_archive(settings: Settings) -> Path:
     """The archive for this JVM and these jars: another Java or another jar list is another file (a JVM
     would refuse a stale archive anyway, and start without it)."""
     fingerprint = hashlib.sha256(json.dumps([
-        _java_version_text(os.environ.get("JAVA_HOME")), package_versions(),
+        java_version_text(os.environ.get("JAVA_HOME")), package_versions(),
         sorted(p.name for p in _pyspark_jars_dir().glob("*.jar")), extra_jars(settings, resolve_missing=False),
         settings.get("spark.driver_java_options") or []]).encode()).hexdigest()[:16]
     return settings.project_root / ".cache" / f"spark-cds-{fingerprint}.jsa"
@@ -133,7 +133,7 @@ def _cds_options(settings: Settings) -> list[str]:
         archive = cds_archive(settings)
     except SetupError:
         return []
-    return [f"-XX:SharedArchiveFile={archive}", *_CDS_QUIET] if archive.is_file() else []
+    return [f"-XX:SharedArchiveFile={archive}", *CDS_QUIET] if archive.is_file() else []
 
 
 def build_cds_archive(settings: Settings) -> Path | None:
@@ -150,7 +150,7 @@ def build_cds_archive(settings: Settings) -> Path | None:
     with tempfile.TemporaryDirectory(prefix="fitbit-cds-") as work:
         dumped = Path(work) / "spark.jsa"
         options = [*(settings.get("spark.driver_java_options") or []), f"-XX:ArchiveClassesAtExit={dumped}",
-                   *_CDS_QUIET]
+                   *CDS_QUIET]
         env = {**os.environ, "FITBIT_LAKE_DIR": str(Path(work) / "lake"), "FITBIT_SETTINGS": json.dumps(
             {"spark.class_data_sharing": False, "spark.driver_java_options": options, "spark.master": "local[2]"})}
         done = subprocess.run([sys.executable, "-c", "from fitbit_lakehouse.spark import _exercise; _exercise()"],

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -43,6 +44,17 @@ def own_broker(base_settings, test_root):
     yield settings
     stop_local_broker(settings)
 
+
+
+def test_the_broker_maps_the_class_data_archive_of_make_setup(own_broker):
+    """make setup records the broker's classes (a faster start); a JVM that refused the archive would
+    start without it, silently: the running broker must have it mapped."""
+    from fitbit_lakehouse.kafka_broker import broker_cds_archive
+
+    broker = LocalBroker(own_broker)
+    archive = broker_cds_archive(own_broker, broker.classpath())
+    assert archive.is_file(), "make setup did not record the broker's class-data archive"
+    assert str(archive) in Path(f"/proc/{broker.running_pid()}/maps").read_text()
 
 def _kill_and_restart(settings, when, down_s: float = 3.0) -> dict:
     """In a thread: once when() holds, SIGKILL the broker, wait, start it again on the same log."""

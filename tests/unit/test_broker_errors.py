@@ -83,3 +83,22 @@ def test_a_free_port_for_a_later_server_is_outside_the_kernels_ephemeral_range()
     assert len(ports) > 1   # picked at random: two test workers do not walk the same sequence
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", ports.pop()))   # and free
+
+
+def test_the_broker_jvm_uses_the_class_data_archive_setup_made_for_its_java_and_jars(base_settings, tmp_path):
+    import dataclasses
+
+    from fitbit_lakehouse.kafka_broker import broker_cds_archive, java_command
+
+    settings = dataclasses.replace(base_settings, project_root=tmp_path)
+    classpath = [str(tmp_path / "kafka_2.13-4.1.1.jar")]
+    archive = broker_cds_archive(settings, classpath)
+    uses_archive = lambda s: any(o.startswith("-XX:SharedArchiveFile=") for o in  # noqa: E731
+                                 java_command(s, tmp_path, classpath, "kafka.Kafka"))
+    assert not uses_archive(settings)   # none made yet: the broker starts without
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"")
+    command = java_command(settings, tmp_path, classpath, "kafka.Kafka", "server.properties")
+    assert command.index(f"-XX:SharedArchiveFile={archive}") < command.index("kafka.Kafka")
+    assert not uses_archive(settings.with_overrides(**{"kafka.broker.class_data_sharing": False}))
+    assert broker_cds_archive(settings, classpath + [str(tmp_path / "another.jar")]) != archive
