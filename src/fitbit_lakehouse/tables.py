@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -41,12 +42,19 @@ class Txn:
     def tag(self) -> str:
         return f"{self.app_id}@{self.version}"
 
+    def part(self, name: str) -> "Txn":
+        """A write of its own within this one (its own commit, skipped on its own in a replay)."""
+        return Txn(f"{self.app_id}/{name}", self.version)
+
 
 @dataclass(frozen=True)
 class WriteMetrics:
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
+
+    def __add__(self, other: "WriteMetrics") -> "WriteMetrics":
+        return WriteMetrics(self.inserted + other.inserted, self.updated + other.updated, self.deleted + other.deleted)
 
     @classmethod
     def of_commit(cls, operation: str, metrics: dict) -> "WriteMetrics":
@@ -100,6 +108,11 @@ class KeyRange:
         parts = [f"t.`{c}` IN ({', '.join(sql_literal(v) for v in sorted(vs))})" for c, vs in self.values]
         parts += [f"t.`{c}` BETWEEN {sql_literal(low)} AND {sql_literal(high)}" for c, low, high in self.bounds]
         return " AND ".join(parts) or "true"
+
+    def below(self, column: str, high) -> "KeyRange":
+        """The same range, with the column's upper bound lowered to high."""
+        return KeyRange(bounds=tuple((c, lo, min(hi, high) if c == column else hi) for c, lo, hi in self.bounds),
+                        values=self.values)
 
     def excludes(self, file_stats: dict) -> bool:
         """True when a file's min/max statistics (`min.<col>`, `max.<col>`) show it holds no row in the
@@ -277,19 +290,62 @@ class Lake:
         (None: never); insert: condition under which an unmatched source row is inserted (None: never);
         target_filter: where every matching target row lies, so that Delta skips the other files (when
         no stored row lies there, nothing can match: the source is appended, the same write without
-        the MERGE's joins and lock); txn: makes the write exactly-once;
+        the MERGE's joins and lock; when the range runs past the stored rows, the rows past them are
+        appended and the rest merged, two commits); txn: makes the write exactly-once;
         properties: table properties, when the table is created; lock: held while the session carries this MERGE's settings (threads that
         share a session take turns). Returns the commit's row counts.
         """
-        session = source.sparkSession
         columns = list(columns or source.columns)
-        tag = txn.tag if txn else f"write-{uuid.uuid4()}"
         exists = self.exists(layer, name)
         if insert == "true" and (not exists or (target_filter and self.holds_none(layer, name, target_filter))):
             # nothing to match: an append does the same, faster (new days of a table, a first load)
             return self.append(source, layer, name, columns=columns, txn=txn, properties=properties)
         if not exists:
             self.create(layer, name, source.select(*columns).schema, properties)
+        past_txn = txn.part("past-stored") if txn else None
+        if past_txn is not None and self.by_path and self.commit(layer, name, past_txn.tag, depth=(20,)) is not None:
+            # a replay that finds its rows past the stored end appended: the MERGE of the whole source
+            # does the rest (those rows now match themselves, unchanged); the counts of both commits
+            return self.commit_metrics(layer, name, past_txn.tag) + self._merge(
+                source, layer, name, key, columns, update, delete, insert, target_filter, txn, lock)
+        split = self._stored_end(layer, name, target_filter) if insert == "true" and delete is None else None
+        if split is not None:
+            # rows past the last stored key can match nothing: appended; only the overlap is merged
+            # (new days that begin inside the stored range, e.g. two months that share a day)
+            column, stored_high = split
+            past = F.coalesce(F.col(column) > F.lit(stored_high), F.lit(False))
+            source = source.persist(StorageLevel.MEMORY_AND_DISK)   # both parts read it: computed once
+            try:
+                appended = self.append(source.where(past), layer, name, columns=columns, txn=past_txn)
+                return appended + self._merge(source.where(~past), layer, name, key, columns, update, delete,
+                                              insert, target_filter.below(column, stored_high), txn, lock)
+            finally:
+                source.unpersist()
+        return self._merge(source, layer, name, key, columns, update, delete, insert, target_filter, txn, lock)
+
+    def _stored_end(self, layer: str, name: str, keys: KeyRange | None) -> tuple[str, Any] | None:
+        """(column, the highest value stored rows in the range take) when the range runs past it, told by
+        the files' statistics (None when it does not, or they cannot tell): a range of one bounded
+        column, a number, date or time."""
+        if keys is None or len(keys.bounds) != 1:
+            return None
+        column, _low, high = keys.bounds[0]
+        files = self._file_stats(layer, name)
+        if not files or not isinstance(high, (int, float, dt.date)) or isinstance(high, bool):
+            return None
+        highs = [f.get(f"max.{column}") for f in files if not keys.excludes(f)]
+        if not highs or any(h is None or type(h) is not type(high) for h in highs):
+            return None
+        stored_high = max(highs)
+        if isinstance(stored_high, dt.datetime):
+            stored_high += dt.timedelta(milliseconds=1)   # Delta keeps times to the millisecond
+        return (column, stored_high) if stored_high < high else None
+
+    def _merge(self, source: DataFrame, layer: str, name: str, key: Sequence[str], columns: list[str],
+               update: str | None, delete: str | None, insert: str | None, target_filter: KeyRange | None,
+               txn: Txn | None, lock) -> WriteMetrics:
+        session = source.sparkSession
+        tag = txn.tag if txn else f"write-{uuid.uuid4()}"
         on = " AND ".join([f"t.`{k}` <=> s.`{k}`" for k in key] + ([target_filter.sql()] if target_filter else []))
         values = {f"`{c}`": f"s.`{c}`" for c in columns}
         builder = self.delta(layer, name, session).alias("t").merge(source.alias("s"), on)

@@ -92,6 +92,53 @@ def test_rows_no_stored_row_can_match_are_appended_exactly_once(spark, lake):
     assert _rows(lake, "x") == [(1, "a"), (2, "b"), (3, "c"), (4, "D"), (5, "e")]
 
 
+
+def _history(lake, name, n):
+    return [(c["operation"], c["userMetadata"]) for c in lake.history("t", name, n)][::-1]
+
+
+def test_rows_past_the_stored_end_are_appended_and_only_the_overlap_merged(spark, lake):
+    lake.merge(spark.createDataFrame([(i, "a") for i in range(1, 5)], "id bigint, v string"), "t", "x", ("id",))
+    # a batch that starts inside the stored range (3, 4) and runs past it (5 to 7)
+    batch = spark.createDataFrame([(3, "C"), (4, "a"), (5, "e"), (6, "f"), (7, "g")], "id bigint, v string")
+    write = dict(update="t.v <> s.v", target_filter=KeyRange(bounds=(("id", 3, 7),)), txn=Txn("app", 1))
+    metrics = lake.merge(batch, "t", "x", ("id",), **write)
+    assert (metrics.inserted, metrics.updated) == (3, 1)
+    assert _history(lake, "x", 2) == [("WRITE", "app/past-stored@1"), ("MERGE", "app@1")]
+    merged = lake.history("t", "x", 1)[0]["operationMetrics"]
+    assert int(merged["numSourceRows"]) == 2   # the MERGE saw only the overlap
+    assert _rows(lake, "x") == [(1, "a"), (2, "a"), (3, "C"), (4, "a"), (5, "e"), (6, "f"), (7, "g")]
+    # replayed after a crash before the checkpoint: both commits found again, nothing written twice
+    version = lake.version("t", "x")
+    assert lake.merge(batch, "t", "x", ("id",), **write) == metrics
+    assert lake.version("t", "x") == version
+
+
+def test_a_crash_between_the_append_and_the_merge_loses_and_doubles_nothing(spark, lake):
+    lake.merge(spark.createDataFrame([(i, "a") for i in range(1, 5)], "id bigint, v string"), "t", "x", ("id",))
+    batch = spark.createDataFrame([(3, "C"), (4, "a"), (5, "e"), (6, "f"), (7, "g")], "id bigint, v string")
+    txn = Txn("app", 1)
+    # the first attempt appended the rows past the stored end (ids above 4), then died
+    lake.append(batch.where("id > 4"), "t", "x", txn=txn.part("past-stored"))
+    metrics = lake.merge(batch, "t", "x", ("id",), update="t.v <> s.v",
+                         target_filter=KeyRange(bounds=(("id", 3, 7),)), txn=txn)
+    assert (metrics.inserted, metrics.updated) == (3, 1)   # as if it had not died
+    assert _rows(lake, "x") == [(1, "a"), (2, "a"), (3, "C"), (4, "a"), (5, "e"), (6, "f"), (7, "g")]
+
+
+def test_the_stored_end_of_times_allows_for_statistics_kept_to_the_millisecond(spark, lake):
+    import datetime as dt
+
+    minute = lambda m: dt.datetime(2016, 5, 12, 23, m)  # noqa: E731
+    schema = "id bigint, t timestamp_ntz, v string"
+    lake.merge(spark.createDataFrame([(1, minute(m), "a") for m in range(3)], schema), "t", "m", ("id", "t"))
+    batch = spark.createDataFrame([(1, minute(2), "a"), (1, minute(3), "b"), (1, minute(4), "c")], schema)
+    metrics = lake.merge(batch, "t", "m", ("id", "t"), update="t.v <> s.v", txn=Txn("app", 0),
+                         target_filter=KeyRange(bounds=(("t", minute(2), minute(4)),), values=(("id", (1,)),)))
+    assert (metrics.inserted, metrics.updated) == (2, 0)
+    assert _history(lake, "m", 2) == [("WRITE", "app/past-stored@0"), ("MERGE", "app@0")]
+    assert len(_rows(lake, "m")) == 5
+
 def test_key_range_against_file_statistics():
     day = KeyRange(bounds=(("day", 20160613, 20160614),), values=(("id", (5, 9)),))
     assert day.excludes({"min.day": 20160412, "max.day": 20160512, "min.id": 1, "max.id": 9})   # days before
