@@ -11,19 +11,17 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
-from .maven import SetupError, local_repository, resolve
-from .spark import CDS_QUIET, java_version_text, require_java
+from .maven import local_repository, resolve
+from .spark import CDS_QUIET, cds_options, java_version_text, record_cds_archive, require_java
 
 log = logging.getLogger(__name__)
 
@@ -226,10 +224,8 @@ def broker_cds_archive(settings: Settings, classpath: list[str]) -> Path:
 
 
 def _cds_options(settings: Settings, classpath: list[str]) -> list[str]:
-    if not settings.get("kafka.broker.class_data_sharing"):
-        return []
-    archive = broker_cds_archive(settings, classpath)
-    return [f"-XX:SharedArchiveFile={archive}", *CDS_QUIET] if archive.is_file() else []
+    return cds_options(broker_cds_archive(settings, classpath)) if settings.get("kafka.broker.class_data_sharing") \
+        else []
 
 
 def build_broker_cds_archive(settings: Settings) -> Path | None:
@@ -238,16 +234,10 @@ def build_broker_cds_archive(settings: Settings) -> Path | None:
     None when switched off; an archive already in place is kept."""
     if not settings.get("kafka.broker.class_data_sharing"):
         return None
-    classpath = LocalBroker(settings).classpath()
-    archive = broker_cds_archive(settings, classpath)
-    if archive.is_file():
-        return archive
-    for stale in archive.parent.glob("kafka-cds-*.jsa"):
-        stale.unlink()
-    with tempfile.TemporaryDirectory(prefix="fitbit-kafka-cds-") as work:
-        dumped = Path(work) / "kafka.jsa"
+
+    def record(dumped: Path, work: Path) -> str | None:
         recording = settings.with_overrides(**{
-            "paths.lake_dir": str(Path(work) / "lake"), "kafka.bootstrap_servers": f"localhost:{free_port()}",
+            "paths.lake_dir": str(work / "lake"), "kafka.bootstrap_servers": f"localhost:{free_port()}",
             "kafka.broker.class_data_sharing": False, "kafka.security_protocol": "PLAINTEXT"})
         broker = LocalBroker(recording)
         broker.start(jvm_options=(f"-XX:ArchiveClassesAtExit={dumped}", *CDS_QUIET))
@@ -255,11 +245,13 @@ def build_broker_cds_archive(settings: Settings) -> Path | None:
             _exercise_broker(recording)
         finally:
             broker.stop(timeout_s=120)   # the archive is written as the JVM exits
-        if not dumped.is_file():
-            raise SetupError(f"Could not record the Kafka broker's class-data archive (see {broker.log_file}); "
-                             f"set kafka.broker.class_data_sharing: false in conf/local.yml to start without one.")
-        shutil.move(str(dumped), archive)
-    return archive
+        if dumped.is_file():
+            return None
+        log_lines = broker.log_file.read_text().strip().splitlines() if broker.log_file.exists() else []
+        return (log_lines or ["the broker wrote no log"])[-1][:300]   # the log goes with the work folder
+
+    archive = broker_cds_archive(settings, LocalBroker(settings).classpath())
+    return record_cds_archive(archive, record, "the Kafka broker", "kafka.broker.class_data_sharing")
 
 
 def _exercise_broker(settings: Settings) -> None:

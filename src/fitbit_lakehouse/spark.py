@@ -133,7 +133,31 @@ def _cds_options(settings: Settings) -> list[str]:
         archive = cds_archive(settings)
     except SetupError:
         return []
+    return cds_options(archive)
+
+
+def cds_options(archive: Path) -> list[str]:
+    """The JVM options that map a class-data archive, when there is one."""
     return [f"-XX:SharedArchiveFile={archive}", *CDS_QUIET] if archive.is_file() else []
+
+
+def record_cds_archive(archive: Path, record, what: str, switch: str) -> Path:
+    """Keep an archive already in place; else drop the stale ones of its kind (made for another Java or
+    jar list) and have record(dumped, work_dir) write a new one to `dumped`, returning None, or a
+    line that says what went wrong."""
+    if archive.is_file():
+        return archive
+    kind = archive.name.rsplit("-", 1)[0]
+    for stale in archive.parent.glob(f"{kind}-*.jsa"):
+        stale.unlink()
+    with tempfile.TemporaryDirectory(prefix=f"fitbit-{kind}-") as work:
+        dumped = Path(work) / "classes.jsa"
+        problem = record(dumped, Path(work))
+        if problem is not None or not dumped.is_file():
+            raise SetupError(f"Could not record {what}'s class-data archive ({problem or 'none written'}); "
+                             f"set {switch}: false in conf/local.yml to start without one.")
+        shutil.move(str(dumped), archive)
+    return archive
 
 
 def build_cds_archive(settings: Settings) -> Path | None:
@@ -142,25 +166,17 @@ def build_cds_archive(settings: Settings) -> Path | None:
     when switched off; an archive already in place is kept."""
     if not settings.get("spark.class_data_sharing"):
         return None
-    archive = cds_archive(settings)
-    if archive.is_file():
-        return archive
-    for stale in archive.parent.glob("spark-cds-*.jsa"):
-        stale.unlink()
-    with tempfile.TemporaryDirectory(prefix="fitbit-cds-") as work:
-        dumped = Path(work) / "spark.jsa"
+
+    def record(dumped: Path, work: Path) -> str | None:
         options = [*(settings.get("spark.driver_java_options") or []), f"-XX:ArchiveClassesAtExit={dumped}",
                    *CDS_QUIET]
-        env = {**os.environ, "FITBIT_LAKE_DIR": str(Path(work) / "lake"), "FITBIT_SETTINGS": json.dumps(
+        env = {**os.environ, "FITBIT_LAKE_DIR": str(work / "lake"), "FITBIT_SETTINGS": json.dumps(
             {"spark.class_data_sharing": False, "spark.driver_java_options": options, "spark.master": "local[2]"})}
         done = subprocess.run([sys.executable, "-c", "from fitbit_lakehouse.spark import _exercise; _exercise()"],
                               env=env, cwd=settings.project_root, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0 or not dumped.is_file():
-            detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise SetupError(f"Could not record Spark's class-data archive ({detail[:300]}); set "
-                             f"spark.class_data_sharing: false in conf/local.yml to start without one.")
-        shutil.move(str(dumped), archive)
-    return archive
+        return None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+
+    return record_cds_archive(cds_archive(settings), record, "Spark", "spark.class_data_sharing")
 
 
 def _exercise() -> None:

@@ -130,6 +130,27 @@ class KeyRange:
         return any(outside(c, lambda lo, hi, vs=vs: any(lo <= v <= hi for v in vs)) for c, vs in self.values)
 
 
+_UNREAD = object()   # the files' statistics not read yet
+
+
+def _stored_end(keys: KeyRange, files: list[dict]) -> tuple[str, Any] | None:
+    """(column, the highest value stored rows in the range take) when the range runs past it, told by
+    the files' statistics (None when it does not, or they cannot tell): a range of one bounded
+    column, a number, date or time."""
+    if len(keys.bounds) != 1:
+        return None
+    column, _low, high = keys.bounds[0]
+    if not isinstance(high, (int, float, dt.date)) or isinstance(high, bool):
+        return None
+    highs = [f.get(f"max.{column}") for f in files if not keys.excludes(f)]
+    if not highs or any(h is None or type(h) is not type(high) for h in highs):
+        return None
+    stored_high = max(highs)
+    if isinstance(stored_high, dt.datetime):
+        stored_high += dt.timedelta(milliseconds=1)   # Delta keeps times to the millisecond
+    return (column, stored_high) if stored_high < high else None
+
+
 class Lake:
     def __init__(self, spark, settings: Settings):
         self.spark = spark
@@ -297,18 +318,20 @@ class Lake:
         """
         columns = list(columns or source.columns)
         exists = self.exists(layer, name)
-        if insert == "true" and (not exists or (target_filter and self.holds_none(layer, name, target_filter))):
+        files = self._file_stats(layer, name) if exists and target_filter else None   # read once, used twice
+        if insert == "true" and (not exists or (target_filter and self.holds_none(layer, name, target_filter, files))):
             # nothing to match: an append does the same, faster (new days of a table, a first load)
             return self.append(source, layer, name, columns=columns, txn=txn, properties=properties)
         if not exists:
             self.create(layer, name, source.select(*columns).schema, properties)
-        past_txn = txn.part("past-stored") if txn else None
-        if past_txn is not None and self.by_path and self.commit(layer, name, past_txn.tag, depth=(20,)) is not None:
+        can_split = insert == "true" and delete is None and files
+        past_txn = txn.part("past-stored") if txn and can_split else None
+        if past_txn is not None and self.commit(layer, name, past_txn.tag, depth=(20,)) is not None:
             # a replay that finds its rows past the stored end appended: the MERGE of the whole source
             # does the rest (those rows now match themselves, unchanged); the counts of both commits
             return self.commit_metrics(layer, name, past_txn.tag) + self._merge(
                 source, layer, name, key, columns, update, delete, insert, target_filter, txn, lock)
-        split = self._stored_end(layer, name, target_filter) if insert == "true" and delete is None else None
+        split = _stored_end(target_filter, files) if can_split else None
         if split is not None:
             # rows past the last stored key can match nothing: appended; only the overlap is merged
             # (new days that begin inside the stored range, e.g. two months that share a day)
@@ -322,24 +345,6 @@ class Lake:
             finally:
                 source.unpersist()
         return self._merge(source, layer, name, key, columns, update, delete, insert, target_filter, txn, lock)
-
-    def _stored_end(self, layer: str, name: str, keys: KeyRange | None) -> tuple[str, Any] | None:
-        """(column, the highest value stored rows in the range take) when the range runs past it, told by
-        the files' statistics (None when it does not, or they cannot tell): a range of one bounded
-        column, a number, date or time."""
-        if keys is None or len(keys.bounds) != 1:
-            return None
-        column, _low, high = keys.bounds[0]
-        files = self._file_stats(layer, name)
-        if not files or not isinstance(high, (int, float, dt.date)) or isinstance(high, bool):
-            return None
-        highs = [f.get(f"max.{column}") for f in files if not keys.excludes(f)]
-        if not highs or any(h is None or type(h) is not type(high) for h in highs):
-            return None
-        stored_high = max(highs)
-        if isinstance(stored_high, dt.datetime):
-            stored_high += dt.timedelta(milliseconds=1)   # Delta keeps times to the millisecond
-        return (column, stored_high) if stored_high < high else None
 
     def _merge(self, source: DataFrame, layer: str, name: str, key: Sequence[str], columns: list[str],
                update: str | None, delete: str | None, insert: str | None, target_filter: KeyRange | None,
@@ -373,10 +378,10 @@ class Lake:
         self.save(source.select(*(columns or source.columns)), layer, name, txn=txn, tag=tag, properties=properties)
         return self.commit_metrics(layer, name, tag)
 
-    def holds_none(self, layer: str, name: str, keys: KeyRange) -> bool:
+    def holds_none(self, layer: str, name: str, keys: KeyRange, files: list[dict] | None | object = _UNREAD) -> bool:
         """No stored row lies in the range: told by every file's statistics where they tell it (read
-        with delta-rs: no Spark job), else by a query (Delta still skips files by those statistics)."""
-        files = self._file_stats(layer, name)
+        with delta-rs: no Spark job, unless given), else by a query (Delta still skips files by them)."""
+        files = self._file_stats(layer, name) if files is _UNREAD else files
         if files is not None and all(keys.excludes(f) for f in files):
             return True
         return self.read(layer, name).alias("t").where(keys.sql()).isEmpty()
