@@ -18,7 +18,9 @@ os.environ.setdefault("TZ", "America/Chicago")
 # Spark drivers of the tests (this process's, and those of the runs, kernels and streams it starts) JIT
 # with C1 only: on a few hundred rows a JVM ends before C2's compiles pay off (the fault tests: about a
 # third less CPU). Spark's own launcher variable, so nothing in the project changes; real runs keep C2.
-os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1")
+# C1-only also shrinks the JIT's code cache to 48 MB, which a longer test (the cluster run) fills:
+# "VirtualMachineError: Out of space in CodeCache"; so it keeps the default 240 MB.
+os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m")
 
 
 @pytest.fixture
