@@ -38,7 +38,7 @@ def own_broker(base_settings, test_root):
     settings = base_settings.with_overrides(**{
         "paths.raw_dir": str(raw), "paths.lake_dir": str(test_root / "broker_loss"),
         "kafka.bootstrap_servers": f"localhost:{free_port()}", "kafka.events_topic": "e2e_broker_loss",
-        "kafka.alerts_topic": "e2e_broker_loss_alerts", "bronze.max_offsets_per_trigger": 15,
+        "kafka.alerts_topic": "e2e_broker_loss_alerts", "bronze.max_offsets_per_trigger": 40,
         "silver.max_files_per_trigger": 1000})
     ensure_broker(settings)
     yield settings

@@ -107,7 +107,9 @@ def test_backfill_rebuilds_only_its_date_range(job_run, spark):
     DeltaTable.forPath(spark, lake.path("gold", "kpi_daily_wellness")).update(set={"wellness_score": F.lit(-1.0)})
 
     iso = lambda key: f"{str(key)[:4]}-{str(key)[4:6]}-{str(key)[6:]}"  # noqa: E731
-    run_job(job_run["settings"], "fitbit_pipeline", only=["gold", "insights"],
+    # gold alone: `make backfill` runs insights after it too, but insights reads gold the same way after
+    # any run (tested by the job run above); what a backfill changes is which user-days gold rebuilds
+    run_job(job_run["settings"], "fitbit_pipeline", only=["gold"],
             given={"lake_dir": job_run["given"]["lake_dir"], "bootstrap_servers": job_run["given"]["bootstrap_servers"],
                    "mlflow_experiment": job_run["given"]["mlflow_experiment"],
                    "start_date": iso(first), "end_date": iso(last)})
