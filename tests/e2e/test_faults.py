@@ -62,12 +62,17 @@ def topic(base_settings, broker, test_root):
 SILVER_FILES_CHAOS, SILVER_FILES = 1, 1000   # bronze files per silver micro-batch (see above)
 
 
+def _run_overrides(alerts_topic, silver_files) -> dict:
+    """How every run of these tests is cut, in a process of its own (_run) or in this one (_run_here)."""
+    return {"kafka.alerts_topic": alerts_topic, "bronze.max_offsets_per_trigger": 10,
+            "silver.max_files_per_trigger": silver_files}
+
+
 def _run(topic, lake_dir, alerts_topic, kill_after=None, silver_files=SILVER_FILES, timeout=900) -> int:
     env = dict(os.environ, FITBIT_LAKE_DIR=str(lake_dir), KAFKA_BOOTSTRAP_SERVERS=topic.bootstrap_servers,
                FITBIT_USER_KEY_SECRET=SECRET, FITBIT_SETTINGS=json.dumps({
-                   "kafka.events_topic": topic.events_topic, "kafka.alerts_topic": alerts_topic,
-                   "bronze.max_offsets_per_trigger": 10, "silver.max_files_per_trigger": silver_files,
-                   "spark.shuffle_partitions": 2}))
+                   "kafka.events_topic": topic.events_topic, "spark.shuffle_partitions": 2,
+                   **_run_overrides(alerts_topic, silver_files)}))
     env.pop("FITBIT_KILL_AFTER", None)
     if kill_after:
         env["FITBIT_KILL_AFTER"] = kill_after
@@ -84,9 +89,7 @@ def _run(topic, lake_dir, alerts_topic, kill_after=None, silver_files=SILVER_FIL
 def _run_here(topic, lake_dir, alerts_topic, silver_files=SILVER_FILES) -> None:
     """The same steps as _run, in the test's own process (its warm Spark saves a JVM's start); a step
     whose reconciliation fails raises."""
-    settings = topic.with_overrides(**{
-        "paths.lake_dir": str(lake_dir), "kafka.alerts_topic": alerts_topic,
-        "bronze.max_offsets_per_trigger": 10, "silver.max_files_per_trigger": silver_files})
+    settings = topic.with_overrides(**{"paths.lake_dir": str(lake_dir), **_run_overrides(alerts_topic, silver_files)})
     with pytest.MonkeyPatch.context() as env:
         env.setenv("FITBIT_USER_KEY_SECRET", SECRET)
         for step in (pipeline.bronze_step, pipeline.silver_step, pipeline.gold_step):
