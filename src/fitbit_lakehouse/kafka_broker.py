@@ -429,14 +429,15 @@ def ensure_broker(settings: Settings) -> BrokerHandle:
                           "bootstrap_servers), or the secret bootstrap_servers, or KAFKA_BOOTSTRAP_SERVERS.")
     host, port = parse_bootstrap(bootstrap)
     addresses = [parse_bootstrap(a) for a in bootstrap.split(",") if a.strip()]
+    timeout_s = float(settings.get("kafka.probe_timeout_s"))
     if len(addresses) > 1:   # a cluster: any live node will do, and a local broker is never started for it
-        if any(port_open(h, p) for h, p in addresses) and kafka_probe(bootstrap, **client_options(settings)) is None:
+        if any(port_open(h, p) for h, p in addresses) and kafka_probe(bootstrap, timeout_s, **client_options(settings)) is None:
             return BrokerHandle(bootstrap, started_here=False)
         raise BrokerError(f"No broker of the Kafka cluster {bootstrap} answers: start it (make cluster-up for the "
                           f"local one), or point KAFKA_BOOTSTRAP_SERVERS at a cluster that runs.")
     if port_open(host, port):
         security = client_options(settings)
-        failure = kafka_probe(bootstrap, **security)
+        failure = kafka_probe(bootstrap, timeout_s, **security)
         if failure is None:
             return BrokerHandle(bootstrap, started_here=False)
         if security["security_protocol"] != "PLAINTEXT":

@@ -1,7 +1,7 @@
 """Every Fitbit file kind through the real broker, bronze and silver.
 
-Sources: the real month-2 files (minute files cut to their first rows to keep the suite short) plus,
-for what ../shared lacks, synthetic files: month 1 (overlap on 4/12, DST-gap hour) and month 2 with
+Sources: the committed slice of the real month-2 files (tests/fixtures/month2_slice: every kind
+../shared has, a few hundred rows each; the full month is the month-2 test's job) plus, for what it lacks, synthetic files: month 1 (overlap on 4/12, DST-gap hour) and month 2 with
 one dirty row per validation rule. The expected silver keys and values are computed here with pandas
 from those CSVs; quarantine must hold exactly the injected dirty rows, nothing from the real files.
 """
@@ -16,11 +16,10 @@ import pytest
 
 from fitbit_lakehouse import pipeline
 from fitbit_lakehouse.synthetic import generate
+from tests.conftest import MONTH2_SLICE
 
 pytestmark = pytest.mark.e2e
 
-MINUTE_ROWS = 20_000   # rows kept of each real minute-narrow file
-WIDE_ROWS = 300        # rows kept of each real minute-wide file
 TS = "%m/%d/%Y %I:%M:%S %p"
 DAY = "%m/%d/%Y"
 
@@ -54,22 +53,11 @@ SILVER_TIME = {"daily_activity": "activity_date", "daily_calories": "activity_da
 
 
 @pytest.fixture(scope="module")
-def raw(test_root, month2):
+def raw(test_root):
     root = test_root / "all_kinds_raw"
     synth = test_root / "all_kinds_synth"
     generate(synth, users=3, days=6, seed=11, heart_rate_users=2, dirty_rows=True)
-    real = root / "Fitabase Data 4.12.16-5.12.16"
-    real.mkdir(parents=True)
-    for path in sorted(month2.glob("*.csv")):
-        keep = MINUTE_ROWS if "Narrow" in path.name else WIDE_ROWS if "Wide" in path.name else None
-        if keep is None:
-            shutil.copyfile(path, real / path.name)
-        else:
-            with open(path, newline="") as src, open(real / path.name, "w", newline="") as dst:
-                for i, line in enumerate(src):
-                    if i > keep:
-                        break
-                    dst.write(line)
+    shutil.copytree(MONTH2_SLICE, root / "Fitabase Data 4.12.16-5.12.16")
     shutil.copytree(synth / "Fitabase Data 3.12.16-4.11.16", root / "Fitabase Data 3.12.16-4.11.16")
     # synthetic month 2 (every kind, dirty rows) as a second month-2 folder
     shutil.copytree(synth / "Fitabase Data 4.12.16-5.12.16", root / "Fitabase Data 4.12.16-5.12.16 synthetic")

@@ -15,6 +15,7 @@ import shutil
 import pandas as pd
 import pytest
 
+from fitbit_lakehouse import pipeline
 from fitbit_lakehouse.bundle import run_job
 from fitbit_lakehouse.config import load_settings
 from fitbit_lakehouse.privacy import user_key_secret
@@ -107,12 +108,14 @@ def test_backfill_rebuilds_only_its_date_range(job_run, spark):
     DeltaTable.forPath(spark, lake.path("gold", "kpi_daily_wellness")).update(set={"wellness_score": F.lit(-1.0)})
 
     iso = lambda key: f"{str(key)[:4]}-{str(key)[4:6]}-{str(key)[6:]}"  # noqa: E731
-    # gold alone: `make backfill` runs insights after it too, but insights reads gold the same way after
-    # any run (tested by the job run above); what a backfill changes is which user-days gold rebuilds
-    run_job(job_run["settings"], "fitbit_pipeline", only=["gold"],
-            given={"lake_dir": job_run["given"]["lake_dir"], "bootstrap_servers": job_run["given"]["bootstrap_servers"],
-                   "mlflow_experiment": job_run["given"]["mlflow_experiment"],
-                   "start_date": iso(first), "end_date": iso(last)})
+    # the 04_gold notebook's own two calls, in this process (its JVM is warm; a kernel would start
+    # another): the job run above proved widgets reach notebook_settings, so what a backfill adds is
+    # which user-days gold rebuilds
+    settings, args = pipeline.notebook_settings(
+        lake_dir=job_run["given"]["lake_dir"], bootstrap_servers=job_run["given"]["bootstrap_servers"],
+        mlflow_experiment=job_run["given"]["mlflow_experiment"], start_date=iso(first), end_date=iso(last))
+    assert args == {"start_date": iso(first), "end_date": iso(last)}
+    pipeline.gold_step(settings, **args)
 
     after = lake.read("gold", "kpi_daily_wellness").toPandas()
     merged = before.merge(after, on=["user_key", "date_key"], suffixes=("_before", "_after"))
