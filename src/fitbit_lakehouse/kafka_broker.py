@@ -101,13 +101,14 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def speaks_kafka(bootstrap: str, timeout_s: float = 10.0, **security) -> bool:
+def speaks_kafka(bootstrap: str, timeout_s: float, **security) -> bool:
     """True when a Kafka broker answers an ApiVersions/metadata request at the address."""
     return kafka_probe(bootstrap, timeout_s, **security) is None
 
 
-def kafka_probe(bootstrap: str, timeout_s: float = 10.0, **security) -> Exception | None:
-    """None when a Kafka broker answers a metadata request at the address, else why not."""
+def kafka_probe(bootstrap: str, timeout_s: float, **security) -> Exception | None:
+    """None when a Kafka broker answers a metadata request at the address within timeout_s (conf:
+    kafka.probe_timeout_s), else why not."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 

@@ -1,8 +1,9 @@
 """Every Fitbit file kind through the real broker, bronze and silver.
 
 Sources: the committed slice of the real month-2 files (tests/fixtures/month2_slice: every kind
-../shared has, a few hundred rows each; the full month is the month-2 test's job) plus, for what it lacks, synthetic files: month 1 (overlap on 4/12, DST-gap hour) and month 2 with
-one dirty row per validation rule. The expected silver keys and values are computed here with pandas
+../shared has, a few hundred rows each; the full month is the month-2 test's job) plus, for what it
+lacks, synthetic files: month 1 (overlap on 4/12, DST-gap hour) and month 2 with one dirty row per
+validation rule. The expected silver keys and values are computed here with pandas
 from those CSVs; quarantine must hold exactly the injected dirty rows, nothing from the real files.
 """
 from __future__ import annotations

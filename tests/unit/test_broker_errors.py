@@ -45,8 +45,9 @@ def test_port_taken_by_something_else_is_named(base_settings):
     threading.Thread(target=answer_http, daemon=True).start()
     try:
         with pytest.raises(BrokerError) as err:
-            # the probe's wait shortened: garbage answers never turn into Kafka, however long it waits
-            ensure_broker(_settings(base_settings, f"localhost:{port}").with_overrides(**{"kafka.probe_timeout_s": 2}))
+            # a short probe: garbage never turns into Kafka, however long it is waited for
+            ensure_broker(base_settings.with_overrides(**{"kafka.bootstrap_servers": f"localhost:{port}",
+                                                          "kafka.probe_timeout_s": 2}))
         assert f"Port {port}" in str(err.value) and "not Kafka" in str(err.value)
     finally:
         server.close()
