@@ -16,6 +16,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
 
 from pyspark import inheritable_thread_target
 from pyspark.sql import DataFrame
@@ -402,36 +403,40 @@ class GoldWriter:
         days = KeyRange(bounds=(("date_key", _key_of(scope.first), _key_of(scope.last)),),
                         values=(("user_key", tuple(user_keys)),))
 
-        def write_table(name: str, rows: DataFrame) -> dict:
+        def write_table(name: str, rows: DataFrame) -> dict[str, dict]:
             # only the scope's user-days: a sleep log read for one of them may end on a day outside it
             rows = rows.join(keys, ["user_key", "date_key"], "left_semi")
             if name == GOAL_ALERTS:   # one alert per user-day, however often the day is rebuilt;
                 # its change feed is the outbox of the alerts topic (alerts.py)
-                return lake.merge(rows, "gold", name, GOLD_KEYS[name], target_filter=days,
-                                  properties={"delta.enableChangeDataFeed": "true"}).__dict__
-            return self._replace_days(name, rows, keys, days).__dict__
+                metrics = lake.merge(rows, "gold", name, GOLD_KEYS[name], target_filter=days,
+                                     properties={"delta.enableChangeDataFeed": "true"})
+            else:
+                metrics = self._replace_days(name, rows, keys, days)
+            return {name: metrics.__dict__}
 
-        def write_users() -> dict:
+        def write_users() -> dict[str, dict]:
             users = lake.spark.createDataFrame([(u,) for u in user_keys], "user_key string")
             facts = lake.read("gold", "fact_daily_activity").join(F.broadcast(users), "user_key", "left_semi") \
                 if lake.exists("gold", "fact_daily_activity") else None
             users_rows = dim_user(facts, users, self.kpi)
-            return lake.merge(users_rows, "gold", "dim_user", GOLD_KEYS["dim_user"],
-                              update=_changed(users_rows.columns, GOLD_KEYS["dim_user"])).__dict__
+            return {"dim_user": lake.merge(users_rows, "gold", "dim_user", GOLD_KEYS["dim_user"],
+                                           update=_changed(users_rows.columns, GOLD_KEYS["dim_user"])).__dict__}
 
-        # one task per table; dim_user reads the merged fact_daily_activity, so it follows that
-        # table in the same task rather than waiting for every table to finish
         built = self.build(silver, identity)
-        tasks = {name: (lambda name=name, rows=rows: {name: write_table(name, rows)}) for name, rows in built.items()}
-        daily = tasks.pop("fact_daily_activity", lambda: {})
-        tasks["dim_user"] = lambda: {**daily(), "dim_user": write_users()}
-        tasks["dim_date"] = lambda: {"dim_date": self._extend_dates(scope).__dict__}
-        order = ["dim_user", *(name for name in tasks if name != "dim_user")]   # the longest chain first
+
+        def write_daily_then_users() -> dict[str, dict]:
+            # dim_user reads the merged fact_daily_activity: it follows that table, beside the others
+            daily = built.get("fact_daily_activity")
+            return {**(write_table("fact_daily_activity", daily) if daily is not None else {}), **write_users()}
+
+        tasks = [write_daily_then_users,   # the longest chain first
+                 *(partial(write_table, name, rows) for name, rows in built.items() if name != "fact_daily_activity"),
+                 lambda: {"dim_date": self._extend_dates(scope).__dict__}]
+        written: dict[str, dict] = {}
         with ThreadPoolExecutor(max_workers=int(self.settings.get("gold.table_threads"))) as pool:
-            written = {name: metrics for part in pool.map(inheritable_thread_target(lake.spark)(lambda task: task()),
-                                                          [tasks[name] for name in order])
-                       for name, metrics in part.items()}
-        changes = {name: written[name] for name in [*built, "dim_user", "dim_date"] if name in written}
+            for part in pool.map(inheritable_thread_target(lake.spark)(lambda task: task()), tasks):
+                written.update(part)
+        changes = {name: written[name] for name in [*built, "dim_user", "dim_date"]}
         keys.unpersist()
         self._unpersist()
         return scope, changes

@@ -12,8 +12,8 @@ from fitbit_lakehouse.maven import SetupError
 from fitbit_lakehouse.spark import require_java
 
 
-def _settings(base_settings, bootstrap):
-    return base_settings.with_overrides(**{"kafka.bootstrap_servers": bootstrap})
+def _settings(base_settings, bootstrap, **overrides):
+    return base_settings.with_overrides(**{"kafka.bootstrap_servers": bootstrap, **overrides})
 
 
 def test_unreachable_remote_broker_fails_fast_with_advice(base_settings):
@@ -46,8 +46,7 @@ def test_port_taken_by_something_else_is_named(base_settings):
     try:
         with pytest.raises(BrokerError) as err:
             # a short probe: garbage never turns into Kafka, however long it is waited for
-            ensure_broker(base_settings.with_overrides(**{"kafka.bootstrap_servers": f"localhost:{port}",
-                                                          "kafka.probe_timeout_s": 2}))
+            ensure_broker(_settings(base_settings, f"localhost:{port}", **{"kafka.probe_timeout_s": 2}))
         assert f"Port {port}" in str(err.value) and "not Kafka" in str(err.value)
     finally:
         server.close()
