@@ -11,7 +11,7 @@ TEST_WORKERS ?= 2
 -include conf/local.env
 export
 
-.PHONY: help setup browser venv run job backfill dashboard lakeview test test-unit test-e2e test-cluster chaos cluster-up cluster-down stream alerts kafka-up kafka-down lab export bench clean clean-lake
+.PHONY: help setup browser venv run job backfill dashboard lakeview test test-unit test-e2e test-cluster chaos cluster-up cluster-down spark-up spark-down stream alerts kafka-up kafka-down lab export bench clean clean-lake
 
 help:
 	@echo "make run         the five notebooks headless on FITBIT_RAW_DIR (synthetic data when empty)"
@@ -24,6 +24,7 @@ help:
 	@echo "make dashboard   live web dashboard over gold (Streamlit), refreshing while make stream runs"
 	@echo "make lakeview    rebuild the Databricks Lakeview dashboard JSON from sql/queries"
 	@echo "make kafka-up    start the local Kafka broker / make kafka-down stops it"
+	@echo "make spark-up    keep one Spark JVM up that runs and notebooks attach to (faster runs) / make spark-down"
 	@echo "make cluster-up  a Spark standalone cluster (master + 2 workers) and a 3-node Kafka cluster / cluster-down"
 	@echo "make bench       benchmarks -> docs/benchmarks.md"
 
@@ -100,6 +101,13 @@ kafka-up: setup
 
 kafka-down: $(STAMP)
 	$(PY) -m fitbit_lakehouse kafka down
+
+# one Spark JVM kept between runs: make run, make job and notebook kernels attach to it (no JVM start, no JIT warm-up)
+spark-up: setup
+	$(PY) -m fitbit_lakehouse spark up
+
+spark-down: $(STAMP)
+	$(PY) -m fitbit_lakehouse spark down
 
 # JupyterLab on notebooks/, kernels on the venv's Python (where fitbit_lakehouse is installed)
 lab: setup

@@ -21,6 +21,9 @@ os.environ.setdefault("TZ", "America/Chicago")
 # C1-only also shrinks the JIT's code cache to 48 MB, which a longer test (the cluster run) fills:
 # "VirtualMachineError: Out of space in CodeCache"; so it keeps the default 240 MB.
 os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m")
+# a developer's kept Spark JVM (make spark-up) is not the tests': their runs start their own, except
+# where a test asks for its own kept JVM (test_kept_jvm)
+os.environ["SPARK_KEPT_JVM"] = "off"
 
 
 @pytest.fixture

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("setup", help="check Java, resolve the Kafka broker's and Spark's jars (once)")
     k = sub.add_parser("kafka", help="the local broker")
     k.add_argument("action", choices=["up", "down", "status"])
+    sk = sub.add_parser("spark", help="a Spark JVM kept between runs, which runs and kernels attach to")
+    sk.add_argument("action", choices=["up", "down", "status", "serve"])
+    sk.add_argument("--dir", help=argparse.SUPPRESS)   # serve: the keeper's directory, from `up`
     c = sub.add_parser("cluster", help="a local Spark standalone cluster and a three-node Kafka cluster")
     c.add_argument("action", choices=["up", "down"])
     args = parser.parse_args(argv)
@@ -170,6 +173,22 @@ def _dispatch(args, settings) -> int:
             print(cluster_up(settings))
         else:
             print("stopped" if cluster_down(settings) else "no cluster was running")
+    elif args.command == "spark":
+        from . import spark_server
+
+        if args.action == "up":
+            pid, started = spark_server.start(settings)
+            print(f"kept Spark JVM {'started' if started else 'already running'} (keeper pid {pid}); runs and "
+                  f"notebook kernels attach to it, one at a time; make spark-down stops it")
+        elif args.action == "down":
+            print("stopped" if spark_server.stop(settings) else "no kept Spark JVM was running")
+        elif args.action == "serve":
+            from pathlib import Path
+
+            spark_server.serve(Path(args.dir))
+        else:
+            pid = spark_server.running_pid(settings)
+            print(f"kept Spark JVM running (keeper pid {pid})" if pid else "no kept Spark JVM running")
     elif args.command == "kafka":
         from .kafka_broker import LocalBroker, ensure_broker, ensure_topics, stop_local_broker
 

@@ -19,6 +19,7 @@ ENV_OVERRIDES = {
     "KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrap_servers",
     "MLFLOW_TRACKING_URI": "mlflow.tracking_uri",
     "SPARK_MASTER": "spark.master",
+    "SPARK_KEPT_JVM": "spark.kept_jvm.attach",
 }
 
 

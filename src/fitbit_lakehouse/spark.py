@@ -205,6 +205,16 @@ def _exercise() -> None:
 
 # --- the session -------------------------------------------------------------------------
 
+def _log_level() -> str:
+    return os.environ.get("SPARK_LOG_LEVEL", "error").lower()
+
+
+def jvm_options(settings: Settings) -> list[str]:
+    """The driver JVM's options that do not depend on the run (a kept JVM has the same ones)."""
+    return [f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}", f"-Dfitbit.spark.log.level={_log_level()}",
+            *(settings.get("spark.driver_java_options") or []), *_cds_options(settings)]
+
+
 def get_spark(settings: Settings, app_name: str | None = None):
     """The process's SparkSession, created once (later calls return the same one)."""
     from pyspark.sql import SparkSession
@@ -219,11 +229,11 @@ def get_spark(settings: Settings, app_name: str | None = None):
     require_java()
     # Python workers run this interpreter (the venv), not whatever python3 is first on PATH
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    log_level = os.environ.get("SPARK_LOG_LEVEL", "error").lower()
-    java_options = " ".join([
-        f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}", f"-Dfitbit.spark.log.level={log_level}",
-        f"-Dderby.system.home={settings.lake_dir / '_derby'}", *(settings.get("spark.driver_java_options") or []),
-        *_cds_options(settings)])
+    from .spark_server import attach
+
+    attach(settings)   # a kept Spark JVM (make spark-up), when one is up and free
+    log_level = _log_level()
+    java_options = " ".join([f"-Dderby.system.home={settings.lake_dir / '_derby'}", *jvm_options(settings)])
     builder = (
         SparkSession.builder.appName(app_name or settings.get("spark.app_name"))
         .master(settings.get("spark.master"))
