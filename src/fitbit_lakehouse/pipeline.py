@@ -173,6 +173,10 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
     starter.shutdown(wait=False)
     kernel_log = open(settings.reports_dir / "kernel.log", "w")   # the JVM's own output, if any
     kernel = client = handle = None
+    # before the kernel starts and claims it: what its Spark will be (the kernel's own lines go to its notebook)
+    from .spark_server import plan
+
+    spark_line = plan(settings) if any(run.path.stem != NOTEBOOKS[0] for run in runs) else None
     try:
         kernel, client = start_new_kernel(kernel_name="python3", cwd=str(runs[0].path.parent), stdout=kernel_log,
                                           stderr=kernel_log)
@@ -186,6 +190,8 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
         handle = broker_started.result()
         print(f"Kafka: {'a local broker started for this run' if handle.started_here else 'the broker'} at "
               f"{handle.bootstrap_servers}", flush=True)
+        if spark_line:
+            print(f"Spark: {spark_line}", flush=True)
         if any(run.path.stem == NOTEBOOKS[0] for run in runs):
             scan = scan_sources(settings.raw_dir)
             if scan.files:

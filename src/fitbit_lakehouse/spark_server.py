@@ -167,45 +167,83 @@ def _stop_orphaned_context(gateway, lock_file: Path) -> None:
 
 # --- attaching -----------------------------------------------------------------------------
 
+_GONE = ("The kept Spark JVM (make spark-up) is no longer running: this run starts its own (make spark-up "
+         "starts a new one).")
+_OTHER = ("The kept Spark JVM was started with other jars or JVM options: this run starts its own (make "
+          "spark-down spark-up restarts it with these).")
+_BUSY = "The kept Spark JVM is busy with another run: this run starts its own."
+
+
+def _usable_gateway(settings: Settings) -> tuple[dict | None, str | None]:
+    """The kept JVM's address when runs of these settings may use it; else None and why not (None when
+    there is simply no kept JVM, or runs are told to ignore it)."""
+    if str(settings.get("spark.kept_jvm.attach")).lower() in ("false", "off", "no", "0"):
+        return None, None
+    gateway_file = _files(settings)[1]
+    if not gateway_file.is_file():
+        return None, None
+    if running_pid(settings) is None:
+        gateway_file.unlink(missing_ok=True)
+        return None, _GONE
+    gateway = json.loads(gateway_file.read_text())
+    if gateway["fingerprint"] != _fingerprint(settings):
+        return None, _OTHER
+    return gateway, None
+
+
+def _claim(settings: Settings):
+    """The lock file, locked for this process (the keeper may hold it a moment); None when a run holds it."""
+    lock = open(_files(settings)[2], "a")
+    deadline = time.monotonic() + settings.get("spark.kept_jvm.claim_timeout_s")
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                lock.close()
+                return None
+            time.sleep(0.2)
+
+
+def plan(settings: Settings) -> str | None:
+    """For `make run`'s console: where the run's Spark will be, when a kept JVM is involved."""
+    gateway, why_not = _usable_gateway(settings)
+    if gateway is None:
+        return why_not
+    lock = _claim(settings)
+    if lock is None:
+        return _BUSY
+    lock.close()
+    return f"the kept JVM of make spark-up (pid {gateway['jvm_pid']})"
+
+
 def attach(settings: Settings) -> bool:
     """Point this process's PySpark at the kept JVM, if one is up, fits and is free; True when it does.
     Call before the process's first SparkContext."""
     global _claimed_lock
     if _claimed_lock is not None:
         return True
-    if str(settings.get("spark.kept_jvm.attach")).lower() in ("false", "off", "no", "0"):
+    gateway, why_not = _usable_gateway(settings)
+    if gateway is None:
+        if why_not:
+            log.warning(why_not)
         return False
-    _, gateway_file, lock_file, _ = _files(settings)
-    if not gateway_file.is_file():
+    lock = _claim(settings)
+    if lock is None:
+        log.warning(_BUSY)
         return False
-    if running_pid(settings) is None:
-        log.warning("The kept Spark JVM (make spark-up) is no longer running: this run starts its own "
-                    "(make spark-up starts a new one).")
-        gateway_file.unlink(missing_ok=True)
-        return False
-    gateway = json.loads(gateway_file.read_text())
-    if gateway["fingerprint"] != _fingerprint(settings):
-        log.warning("The kept Spark JVM was started with other jars or JVM options: this run starts its own "
-                    "(make spark-down spark-up restarts it with these).")
-        return False
-    lock = open(lock_file, "a")
-    deadline = time.monotonic() + settings.get("spark.kept_jvm.claim_timeout_s")
-    while True:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                lock.close()
-                log.warning("The kept Spark JVM is busy with another run: this run starts its own.")
-                return False
-            time.sleep(0.2)
     from pyspark import SparkContext
 
     # the variables only for this connection: a process this one starts must not attach unlocked
     os.environ.update(PYSPARK_GATEWAY_PORT=str(gateway["port"]), PYSPARK_GATEWAY_SECRET=gateway["secret"])
     try:
         SparkContext._ensure_initialized()
+        # py4j numbers the Python objects it hands the JVM p0, p1, ... in every process, and the JVM's
+        # garbage collector later tells "the" Python side to drop an id: the id of an earlier run's object
+        # would drop this run's (silver's foreachBatch: "Object ID unknown"). Ids from a random start
+        # cannot meet an earlier run's.
+        SparkContext._gateway.gateway_property.pool.next_id = int.from_bytes(os.urandom(6), "big")
         leftover = _active_context(SparkContext._jvm)
         if leftover is not None:   # a run that ended before the keeper's next look
             leftover.stop()
