@@ -596,7 +596,8 @@ def write_document(r: dict) -> None:
                                          ("synthetic default", kept["synthetic"], syn))], "",
             f"Bronze unchanged by the re-runs: {all(x['bronze_unchanged'] for x in kept['rerun'])}. Peak resident "
             f"memory, the kept JVM's tree included: {', '.join(str(x['peak_rss_mb']) for x in kept['full'])} MB in the "
-            f"full runs. The kept JVM holds its memory between runs too.", ""] if kept else []),
+            f"full runs, {', '.join(str(x['peak_rss_mb']) for x in kept['incremental'])} MB in the +10% runs. The kept "
+            "JVM holds its memory between runs too.", ""] if kept else []),
         "## Producer", "",
         f"Month 2 from the CSV files to the broker, in process: {', '.join(f'{v:,.0f}' for v in r['producer']['ours_rows_per_s'])} "
         f"rows/s; Kafka's Java `ProducerPerformance` (kafka-tools {r.get('kafka_version', '4.1.1')}, one "
