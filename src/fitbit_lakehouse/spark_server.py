@@ -128,6 +128,7 @@ def serve(home: Path) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     secret_file = gateway_file.with_suffix(".tmp")
+    secret_file.unlink(missing_ok=True)   # one a killed keeper left may have other permissions
     secret_file.touch(mode=0o600)   # the secret lets a process drive the JVM: this user only
     secret_file.write_text(json.dumps({"port": gateway.java_parameters.port, "secret": gateway.java_parameters.auth_token,
                                        "fingerprint": launch["fingerprint"], "jvm_pid": gateway.proc.pid}))
