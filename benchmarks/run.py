@@ -178,21 +178,23 @@ def synthetic_copy(target: Path, users: int) -> Path:
 
 # --- the parts -----------------------------------------------------------------------------
 
-def bench_month2() -> dict:
+def bench_month2(prefix: str = "", keep_gold: bool = True, **run_options) -> dict:
+    """Three cycles of: a full run on a fresh lake, a re-run with nothing new, +10% rows and a run.
+    `prefix` names the runs and their lake, `run_options` go to every run_pipeline."""
     full, rerun, incremental = [], [], []
     for i in range(REPEATS):
         raw = month2_copy(WORK / "raw_month2")
-        lake = WORK / "lake_month2"
+        lake = WORK / f"lake_{prefix}month2"
         shutil.rmtree(lake, ignore_errors=True)
-        full.append(run_pipeline(lake, raw, f"month2_full_{i}"))
-        again = run_pipeline(lake, raw, f"month2_rerun_{i}")
+        full.append(run_pipeline(lake, raw, f"{prefix}month2_full_{i}", **run_options))
+        again = run_pipeline(lake, raw, f"{prefix}month2_rerun_{i}", **run_options)
         again["bronze_unchanged"] = again["bronze_rows"] == full[-1]["bronze_rows"]
         rerun.append(again)
-        if i == 0:   # gold of exactly month 2, for the comparison with DuckDB
+        if i == 0 and keep_gold:   # gold of exactly month 2, for the comparison with DuckDB
             shutil.rmtree(MONTH2_GOLD, ignore_errors=True)
             shutil.copytree(lake / "gold", MONTH2_GOLD / "gold")
         appended = append_new_rows(raw)
-        more = run_pipeline(lake, raw, f"month2_plus10_{i}")
+        more = run_pipeline(lake, raw, f"{prefix}month2_plus10_{i}", **run_options)
         more["rows_appended"] = appended
         more["bronze_added"] = more["bronze_rows"] - again["bronze_rows"]
         incremental.append(more)
@@ -286,13 +288,13 @@ def _producer_performance(classpath: list[str], topic: str, records: int, size: 
     return float(final.split(",")[1].split()[0])
 
 
-def bench_synthetic() -> dict:
+def bench_synthetic(prefix: str = "", **run_options) -> dict:
     """The embedded default, as `make run` on a fresh clone runs it (no CSVs: synthetic data)."""
     runs = []
     for i in range(REPEATS):
-        lake = WORK / "lake_synthetic_6"
+        lake = WORK / f"lake_{prefix}synthetic_6"
         shutil.rmtree(lake, ignore_errors=True)
-        runs.append(run_pipeline(lake, None, f"synthetic_6users_{i}"))
+        runs.append(run_pipeline(lake, None, f"{prefix}synthetic_6users_{i}", **run_options))
     return {"default": runs}
 
 
@@ -303,32 +305,15 @@ def bench_kept_jvm() -> dict:
     from fitbit_lakehouse.config import load_settings
 
     keeper = {"spark.kept_jvm.dir": str(WORK / "kept-jvm")}
-    env = {"SPARK_KEPT_JVM": "on"}
     settings = load_settings(environ={**os.environ, "FITBIT_SETTINGS": json.dumps(keeper)})
     spark_server.stop(settings)
     pid, _ = spark_server.start(settings)
-    full, rerun, incremental, synthetic = [], [], [], []
+    attached = {"settings": keeper, "env": {"SPARK_KEPT_JVM": "on"}, "kept_jvm_pid": pid}
     try:
-        for i in range(REPEATS):
-            raw = month2_copy(WORK / "raw_month2")
-            lake = WORK / "lake_month2_kept"
-            shutil.rmtree(lake, ignore_errors=True)
-            full.append(run_pipeline(lake, raw, f"kept_month2_full_{i}", keeper, env, pid))
-            again = run_pipeline(lake, raw, f"kept_month2_rerun_{i}", keeper, env, pid)
-            again["bronze_unchanged"] = again["bronze_rows"] == full[-1]["bronze_rows"]
-            rerun.append(again)
-            appended = append_new_rows(raw)
-            more = run_pipeline(lake, raw, f"kept_month2_plus10_{i}", keeper, env, pid)
-            more["rows_appended"] = appended
-            more["bronze_added"] = more["bronze_rows"] - again["bronze_rows"]
-            incremental.append(more)
-        for i in range(REPEATS):
-            lake = WORK / "lake_synthetic_6_kept"
-            shutil.rmtree(lake, ignore_errors=True)
-            synthetic.append(run_pipeline(lake, None, f"kept_synthetic_6users_{i}", keeper, env, pid))
+        month2 = bench_month2("kept_", keep_gold=False, **attached)
+        return {**month2, "synthetic": bench_synthetic("kept_", **attached)["default"]}
     finally:
         spark_server.stop(settings)
-    return {"full": full, "rerun": rerun, "incremental": incremental, "synthetic": synthetic}
 
 
 SCALES = (6, 18, 60)   # synthetic users (10 days each): 1x, 3x, 10x
@@ -479,10 +464,7 @@ def write_document(r: dict) -> None:
     if kept:
         k_full, k_inc = median([x["wall_s"] for x in kept["full"]]), median([x["wall_s"] for x in kept["incremental"]])
         k_syn = median([x["wall_s"] for x in kept["synthetic"]])
-        k_rerun = median([x["wall_s"] for x in kept["rerun"]])
-
-    def with_kept(text: str) -> str:
-        return f"{text}; with a kept Spark JVM (`make spark-up`): " if kept else ""
+    with_kept = "; with a kept Spark JVM (`make spark-up`): "
 
     def ok(met: bool) -> str:
         return "met" if met else "**not met**"
@@ -493,15 +475,15 @@ def write_document(r: dict) -> None:
          f"{full / duck:.0f}x (DuckDB {duck:.2f} s in process)"
          + (f"; {full / duck_command:.0f}x against DuckDB as a command of its own ({duck_command:.2f} s with "
             f"interpreter and imports)" if duck_command else "")
-         + (with_kept("") + f"{k_full / duck:.0f}x ({k_full:.0f} s)" if kept else ""), ok(full / duck <= 100)),
+         + (with_kept + f"{k_full / duck:.0f}x ({k_full:.0f} s)" if kept else ""), ok(full / duck <= 100)),
         ("synthetic default `make run` (after set-up)", "<= 90 s",
-         f"{syn:.0f} s" + (with_kept("") + f"{k_syn:.0f} s" if kept else ""), ok(syn <= 90)),
+         f"{syn:.0f} s" + (with_kept + f"{k_syn:.0f} s" if kept else ""), ok(syn <= 90)),
         ("re-run with nothing new (month 2)", "<= 45 s, bronze unchanged",
          f"{rerun:.0f} s, bronze unchanged: {all(x['bronze_unchanged'] for x in m2['rerun'])}",
          ok(rerun <= 45 and all(x["bronze_unchanged"] for x in m2["rerun"]))),
         ("month 2 + 10% new rows after a month-2 run: second run / first run", "<= 0.2",
          f"{inc / full:.2f} ({inc:.0f} s / {full:.0f} s)"
-         + (with_kept("") + f"{k_inc / k_full:.2f} ({k_inc:.0f} s / {k_full:.0f} s)" if kept else ""),
+         + (with_kept + f"{k_inc / k_full:.2f} ({k_inc:.0f} s / {k_full:.0f} s)" if kept else ""),
          ok(inc / full <= 0.2)),
         ("producer on month 2, rows/s", ">= 300k", f"{ours:,.0f}", ok(ours >= 300_000)),
         (f"producer / Kafka's ProducerPerformance (acks=all, {r['producer']['record_size']} B records)", ">= 0.5",
