@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -284,20 +286,35 @@ def stream(settings: Settings) -> None:
             .option("checkpointLocation", lake.checkpoint("gold", settings.get("gold.query_name")))
             .trigger(**trigger_of(settings, "gold", "processingTime")).start())
     queries = [start_bronze(spark, settings, "processingTime", topic_id), start_silver(spark, settings, "processingTime"), gold]
+    # Ctrl-C only asks to stop: PySpark's own handler calls the JVM from inside the call this thread
+    # is waiting in (py4j "reentrant call" tracebacks) and cancels the micro-batches being written
+    stop_asked = threading.Event()
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: stop_asked.set())
     print("Streaming bronze, silver and gold (with goal alerts); Ctrl-C stops.", flush=True)
     try:
-        while True:
+        while not stop_asked.is_set():
             try:
-                spark.streams.awaitAnyTermination()
-                break
+                if spark.streams.awaitAnyTermination(timeout=1):
+                    break
             except StreamingQueryException as exc:
                 if queries[0].isActive or not hit_kafka_metrics_bug(exc):
                     raise
                 log.warning("bronze: the batch left by a crash is done; starting the query again (SPARK-57438)")
                 spark.streams.resetTerminated()
                 queries[0] = start_bronze(spark, settings, "processingTime", topic_id)
-    except KeyboardInterrupt:
-        pass
     finally:
-        for query in queries:
-            query.stop()
+        if stop_asked.is_set():
+            print("Stopping: each query after the micro-batch it is in.", flush=True)
+        stop_between_batches(queries, float(settings.get("stream.stop_wait_s")))
+        signal.signal(signal.SIGINT, previous_handler)
+
+
+def stop_between_batches(queries, wait_s: float) -> None:
+    """Stop each query (in order: what bronze lands, silver may still take) when no micro-batch of
+    it is running, waiting up to wait_s for the one it is in. A batch stopped midway is safe (it is
+    done again at the next start) but logs the cancelled writes."""
+    for query in queries:
+        deadline = time.monotonic() + wait_s
+        while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        query.stop()

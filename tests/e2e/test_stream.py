@@ -101,3 +101,10 @@ def test_gold_follows_the_stream_and_a_later_day_shows_up(base_settings, broker,
         except subprocess.TimeoutExpired:
             proc.kill()
     assert not (lake / "reports" / "gold.json").exists(), "04_gold's step ran: gold must come from the stream"
+    # a normal run and its Ctrl-C print no Spark log lines, errors or tracebacks (the JVM launcher's one
+    # warning aside): the queries stop between micro-batches
+    assert any(line.startswith("Stopping:") for line in output), "".join(output)
+    noise = [line for line in output if any(mark in line for mark in (
+        "Setting default log level", "sc.setLogLevel", " ERROR ", "Traceback", "Exception"))
+        or line.startswith("\tat ")]
+    assert not noise, "".join(output)
