@@ -63,19 +63,27 @@ def main(argv: list[str] | None = None) -> int:
     from .cluster import ClusterError
     from .kafka_broker import BrokerError
     from .maven import SetupError
-    from .pipeline import StepFailed, settings_from_params
+    from .pipeline import RunInterrupted, StepFailed, settings_from_params
     from .privacy import PrivacyError
     from .produce import NoInput
     from .silver import ReconciliationError
 
+    from .spark import exit_on_ctrl_c
+
     settings = settings_from_params(raw_dir=getattr(args, "raw_dir", None))
+    exit_on_ctrl_c()
     try:
         return _dispatch(args, settings)
     except (BrokerError, BundleError, ClusterError, DataLossError, NoInput, PrivacyError, SetupError, StepFailed,
             ReconciliationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunInterrupted as exc:
+        print(f"interrupted during {exc}: what the steps wrote is kept, and the next run goes on from there",
+              file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         return 130
 
 

@@ -27,6 +27,10 @@ class StepFailed(RuntimeError):
     """A step of `make run` failed; the message says where to look."""
 
 
+class RunInterrupted(RuntimeError):
+    """Ctrl-C stopped `make run` in a step; what the steps wrote is kept, and the next run goes on."""
+
+
 def settings_from_params(**params) -> Settings:
     """Settings for a notebook: conf/ + environment, with the notebook's non-empty parameters over them."""
     logging.basicConfig(level=os.environ.get("FITBIT_LOG_LEVEL", "INFO"),
@@ -160,7 +164,6 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
     logging.getLogger("fitbit_lakehouse").setLevel(logging.WARNING)   # one line per step, printed below
     import nbformat
     from jupyter_client.manager import start_new_kernel
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     from .catalogue import scan_sources
@@ -179,6 +182,8 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
     from .spark_server import plan
 
     spark_line = plan(settings) if any(run.path.stem != NOTEBOOKS[0] for run in runs) else None
+    step = "start-up"   # where a Ctrl-C finds the run
+    notebook_runner = _notebook_runner()
     try:
         kernel, client = start_new_kernel(kernel_name="python3", cwd=str(runs[0].path.parent), stdout=kernel_log,
                                           stderr=kernel_log)
@@ -202,11 +207,11 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
                 print(f"No Fitbit CSV in {settings.raw_dir}: this run uses a synthetic data set in the Kaggle "
                       f"schema (set FITBIT_RAW_DIR to use real data)", flush=True)
         for run in runs:
-            started = time.monotonic()
+            started, step = time.monotonic(), run.name
             _set_widgets(client, run.widgets)
             notebook = nbformat.read(run.path, as_version=4)
-            runner = NotebookClient(notebook, km=kernel, timeout=None,
-                                    resources={"metadata": {"path": str(run.path.parent)}})
+            runner = notebook_runner(notebook, km=kernel, timeout=None,
+                                     resources={"metadata": {"path": str(run.path.parent)}})
             runner.kc = client
             executed = out_dir / run.path.name
             try:
@@ -221,6 +226,10 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
             summary = json.loads(report.read_text()) if report.exists() else {}
             records = f"{summary['records']:>12,} {summary.get('unit', '')}" if "records" in summary else ""
             print(f"{run.name:<12} {records:<36} {time.monotonic() - started:7.1f} s", flush=True)
+    except KeyboardInterrupt:
+        # the kernel (a session of its own, so Ctrl-C reaches only this process) is stopped below, as a
+        # crash would stop it: the lake keeps what its writes committed, and the next run goes on
+        raise RunInterrupted(step) from None
     finally:
         if client is not None:
             client.stop_channels()
@@ -242,6 +251,23 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
     print(f"  Reports and charts: {settings.reports_dir}")
     print(f"  Executed notebooks: {out_dir}")
     print(f"  MLflow:             {masked(settings.mlflow_tracking_uri)}")
+
+
+def _notebook_runner():
+    """nbclient's runner for a kernel and client it is given, without the Ctrl-C handler nbclient adds
+    while it runs (that handler shuts the kernel down and lets the run go on to the next notebook:
+    "IOPub channel must be running"); here Ctrl-C stops the run. Built on use: nbclient is imported
+    only by the runs of notebooks."""
+    from contextlib import asynccontextmanager
+
+    from nbclient import NotebookClient
+
+    class NotebookRunner(NotebookClient):
+        @asynccontextmanager
+        async def async_setup_kernel(self, **kwargs):
+            yield
+
+    return NotebookRunner
 
 
 def _set_widgets(client, widgets: dict | None) -> None:

@@ -15,9 +15,11 @@ import importlib.metadata as md
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from .config import Settings
@@ -25,6 +27,7 @@ from .maven import SetupError, local_repository, resolve
 
 _MIN_JAVA = 17
 _LOG4J = Path(__file__).with_name("log4j2.properties")
+_exit_on_ctrl_c = False
 
 
 def on_databricks() -> bool:
@@ -215,6 +218,26 @@ def jvm_options(settings: Settings) -> list[str]:
             *(settings.get("spark.driver_java_options") or []), *_cds_options(settings)]
 
 
+def exit_on_ctrl_c() -> None:
+    """For the CLI: once Spark is up, Ctrl-C ends the process at once with one line, as a crash would
+    (the lake's writes are exactly-once: the next run goes on from what was committed). PySpark's own
+    handler cancels the jobs through the JVM from inside the call the main thread is waiting in: py4j
+    "reentrant call" tracebacks, then the step's own errors."""
+    global _exit_on_ctrl_c
+    _exit_on_ctrl_c = True
+
+
+def _exit_now(*_) -> None:
+    from pyspark import SparkContext
+
+    own_jvm = getattr(SparkContext._gateway, "proc", None)   # None when attached to a kept JVM
+    if own_jvm is not None:
+        own_jvm.kill()   # at once: its shutdown would print the stopped queries' errors on the console
+    sys.stderr.write("interrupted: what was committed is kept, and the next run goes on from there\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def get_spark(settings: Settings, app_name: str | None = None):
     """The process's SparkSession, created once (later calls return the same one)."""
     from pyspark.sql import SparkSession
@@ -257,6 +280,8 @@ def get_spark(settings: Settings, app_name: str | None = None):
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(log_level.upper())
+    if _exit_on_ctrl_c and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _exit_now)   # over the handler PySpark has just installed
     return spark
 
 

@@ -1,0 +1,114 @@
+"""Ctrl-C during `make run`: one line that says where it stopped, exit code 130, no traceback, and the
+notebook kernel and its Spark JVM gone with the run (a later run goes on from what was committed:
+the crash tests cover that)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import MONTH2_SLICE
+
+pytestmark = pytest.mark.e2e
+
+
+def _descendants(pid: int) -> set[int]:
+    parents = {}
+    for line in subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.splitlines():
+        child, parent = (int(v) for v in line.split())
+        parents[child] = parent
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"   # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def test_ctrl_c_stops_the_run_in_one_line_and_leaves_nothing_running(broker, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("dailyActivity_merged.csv", "hourlySteps_merged.csv"):
+        shutil.copy(MONTH2_SLICE / name, raw / name)
+    env = dict(os.environ, FITBIT_LAKE_DIR=str(tmp_path / "lake"), FITBIT_RAW_DIR=str(raw),
+               KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, FITBIT_USER_KEY_SECRET="interrupt-test-secret",
+               FITBIT_SETTINGS=json.dumps({"kafka.events_topic": "e2e_interrupt", "kafka.alerts_topic":
+                                           "e2e_interrupt_alerts", "spark.shuffle_partitions": 2}))
+    proc = subprocess.Popen([sys.executable, "-m", "fitbit_lakehouse", "run"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 180
+        while not any(line.startswith("01_produce") for line in output):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(output)
+            time.sleep(0.2)
+        started = _descendants(proc.pid)   # the notebook kernel and its Spark JVM, in the next step
+        assert started, "the run has no kernel"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130, "".join(output)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.5)   # the reader thread takes the last lines
+    stops = [line for line in output if line.startswith("interrupted")]
+    assert len(stops) == 1 and re.match(r"interrupted during 0[2-5]_\w+: .*goes on", stops[0]), "".join(output)
+    assert not any("Traceback" in line or "Error" in line for line in output), "".join(output)
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in started if _alive(pid)]
+    assert not left, f"still running after the run: {left}"
+
+
+def test_ctrl_c_of_a_cli_step_ends_it_at_once_in_one_line(base_settings, broker, tmp_path):
+    """`python -m fitbit_lakehouse steps ...` interrupted while its Spark runs: no py4j or JVM traceback
+    (PySpark's own handler calls the JVM from inside a JVM call), its Spark JVM ended with it."""
+    from fitbit_lakehouse import pipeline
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(MONTH2_SLICE / "hourlySteps_merged.csv", raw / "hourlySteps_merged.csv")
+    overrides = {"kafka.events_topic": "e2e_interrupt_steps", "kafka.alerts_topic": "e2e_interrupt_steps_alerts",
+                 "spark.shuffle_partitions": 2, "bronze.max_offsets_per_trigger": 1}   # many small batches
+    settings = base_settings.with_overrides(**{"paths.raw_dir": str(raw), "paths.lake_dir": str(tmp_path / "lake"),
+                                               "kafka.bootstrap_servers": broker.bootstrap_servers,
+                                               "producer.records_per_message": 5, **overrides})
+    pipeline.produce_step(settings)
+    env = dict(os.environ, FITBIT_LAKE_DIR=str(tmp_path / "lake"), FITBIT_RAW_DIR=str(raw),
+               KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, FITBIT_SETTINGS=json.dumps(overrides))
+    proc = subprocess.Popen([sys.executable, "-m", "fitbit_lakehouse", "steps", "bronze,silver"], env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "lake" / "bronze" / "events" / "_delta_log").is_dir():   # bronze is writing
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(output)
+            time.sleep(0.2)
+        started = _descendants(proc.pid)   # its Spark JVM
+        assert started
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130, "".join(output)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.5)
+    lines = [line for line in output if not line.startswith("WARNING: Using incubator modules")]
+    assert lines == ["interrupted: what was committed is kept, and the next run goes on from there\n"], "".join(output)
+    assert not [pid for pid in started if _alive(pid)]
