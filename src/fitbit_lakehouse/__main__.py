@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from .privacy import PrivacyError
     from .produce import NoInput
     from .silver import ReconciliationError
-
-    from .spark import exit_on_ctrl_c
+    from .spark import AFTER_CTRL_C, exit_on_ctrl_c
 
     settings = settings_from_params(raw_dir=getattr(args, "raw_dir", None))
     exit_on_ctrl_c()
@@ -79,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as exc:
-        print(f"interrupted during {exc}: what the steps wrote is kept, and the next run goes on from there",
-              file=sys.stderr)
+        print(f"interrupted during {exc}: {AFTER_CTRL_C}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

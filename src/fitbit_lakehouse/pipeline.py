@@ -28,7 +28,7 @@ class StepFailed(RuntimeError):
 
 
 class RunInterrupted(RuntimeError):
-    """Ctrl-C stopped `make run` in a step; what the steps wrote is kept, and the next run goes on."""
+    """Ctrl-C stopped a run of the notebooks (`make run`, `make job`) in the step it names."""
 
 
 def settings_from_params(**params) -> Settings:
@@ -331,11 +331,11 @@ def stream(settings: Settings) -> None:
     finally:
         if stop_asked.is_set():
             print("Stopping: each query after the micro-batch it is in.", flush=True)
-        stop_between_batches(queries, float(settings.get("stream.stop_wait_s")))
+        _stop_between_batches(queries, float(settings.get("stream.stop_wait_s")))
         signal.signal(signal.SIGINT, previous_handler)
 
 
-def stop_between_batches(queries, wait_s: float) -> None:
+def _stop_between_batches(queries, wait_s: float) -> None:
     """Stop each query (in order: what bronze lands, silver may still take) when no micro-batch of
     it is running, waiting up to wait_s for the one it is in. A batch stopped midway is safe (it is
     done again at the next start) but logs the cancelled writes."""

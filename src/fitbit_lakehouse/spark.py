@@ -28,6 +28,7 @@ from .maven import SetupError, local_repository, resolve
 _MIN_JAVA = 17
 _LOG4J = Path(__file__).with_name("log4j2.properties")
 _exit_on_ctrl_c = False
+AFTER_CTRL_C = "what was committed is kept, and the next run goes on from there"   # exactly-once writes
 
 
 def on_databricks() -> bool:
@@ -233,7 +234,7 @@ def _exit_now(*_) -> None:
     own_jvm = getattr(SparkContext._gateway, "proc", None)   # None when attached to a kept JVM
     if own_jvm is not None:
         own_jvm.kill()   # at once: its shutdown would print the stopped queries' errors on the console
-    sys.stderr.write("interrupted: what was committed is kept, and the next run goes on from there\n")
+    sys.stderr.write(f"interrupted: {AFTER_CTRL_C}\n")
     sys.stderr.flush()
     os._exit(130)
 
