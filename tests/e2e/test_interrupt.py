@@ -40,6 +40,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _interrupt_once(command: list[str], env: dict, ready, ready_within: float, exit_within: float):
+    """Start `python -m fitbit_lakehouse <command>` in a session of its own and send it SIGINT (Ctrl-C)
+    once ready(output so far) holds. Returns its exit code, its output and the processes it had started."""
+    proc = subprocess.Popen([sys.executable, "-m", "fitbit_lakehouse", *command], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    try:
+        deadline = time.monotonic() + ready_within
+        while not ready(output):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(output)
+            time.sleep(0.2)
+        started = _descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(exit_within)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.5)   # the reader thread takes the last lines
+    return code, output, started
+
+
 def test_ctrl_c_stops_the_run_in_one_line_and_leaves_nothing_running(broker, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -49,23 +71,11 @@ def test_ctrl_c_stops_the_run_in_one_line_and_leaves_nothing_running(broker, tmp
                KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, FITBIT_USER_KEY_SECRET="interrupt-test-secret",
                FITBIT_SETTINGS=json.dumps({"kafka.events_topic": "e2e_interrupt", "kafka.alerts_topic":
                                            "e2e_interrupt_alerts", "spark.shuffle_partitions": 2}))
-    proc = subprocess.Popen([sys.executable, "-m", "fitbit_lakehouse", "run"], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    output: list[str] = []
-    threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True).start()
-    try:
-        deadline = time.monotonic() + 180
-        while not any(line.startswith("01_produce") for line in output):
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(output)
-            time.sleep(0.2)
-        started = _descendants(proc.pid)   # the notebook kernel and its Spark JVM, in the next step
-        assert started, "the run has no kernel"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 130, "".join(output)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    time.sleep(0.5)   # the reader thread takes the last lines
+    # interrupted in the step after 01_produce: the notebook kernel and its Spark JVM are running
+    code, output, started = _interrupt_once(
+        ["run"], env, lambda output: any(line.startswith("01_produce") for line in output), 180, 60)
+    assert started, "the run has no kernel"
+    assert code == 130, "".join(output)
     stops = [line for line in output if line.startswith("interrupted")]
     assert len(stops) == 1 and re.match(r"interrupted during 0[2-5]_\w+: .*goes on", stops[0]), "".join(output)
     assert not any("Traceback" in line or "Error" in line for line in output), "".join(output)
@@ -92,23 +102,10 @@ def test_ctrl_c_of_a_cli_step_ends_it_at_once_in_one_line(base_settings, broker,
     pipeline.produce_step(settings)
     env = dict(os.environ, FITBIT_LAKE_DIR=str(tmp_path / "lake"), FITBIT_RAW_DIR=str(raw),
                KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, FITBIT_SETTINGS=json.dumps(overrides))
-    proc = subprocess.Popen([sys.executable, "-m", "fitbit_lakehouse", "steps", "bronze,silver"], env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    output: list[str] = []
-    threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True).start()
-    try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "lake" / "bronze" / "events" / "_delta_log").is_dir():   # bronze is writing
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(output)
-            time.sleep(0.2)
-        started = _descendants(proc.pid)   # its Spark JVM
-        assert started
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 130, "".join(output)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    time.sleep(0.5)
+    bronze_log = tmp_path / "lake" / "bronze" / "events" / "_delta_log"   # there once bronze is writing
+    code, output, started = _interrupt_once(["steps", "bronze,silver"], env, lambda _: bronze_log.is_dir(), 120, 30)
+    assert started   # its Spark JVM
+    assert code == 130, "".join(output)
     lines = [line for line in output if not line.startswith("WARNING: Using incubator modules")]
     assert lines == ["interrupted: what was committed is kept, and the next run goes on from there\n"], "".join(output)
     assert not [pid for pid in started if _alive(pid)]
