@@ -31,6 +31,16 @@ class RunInterrupted(RuntimeError):
     """Ctrl-C stopped a run of the notebooks (`make run`, `make job`) in the step it names."""
 
 
+def cell_error_line(ename: str, evalue: str) -> str:
+    """A failed cell's error on one plain line: its type and the first line of its message (the
+    traceback's last line carries IPython's colour codes). For an error py4j passes on from the JVM,
+    that first line is only "An error occurred while calling ..."; the Java exception is the next one."""
+    lines = [line.strip() for line in (evalue or "").splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("An error occurred while calling") and lines[1].startswith(":"):
+        return f"{ename}: {lines[1].lstrip(': ')}"
+    return f"{ename}: {lines[0]}" if lines else ename or "see the notebook"
+
+
 def settings_from_params(**params) -> Settings:
     """Settings for a notebook: conf/ + environment, with the notebook's non-empty parameters over them."""
     logging.basicConfig(level=os.environ.get("FITBIT_LOG_LEVEL", "INFO"),
@@ -217,8 +227,7 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
             try:
                 runner.execute()
             except CellExecutionError as exc:
-                error = str(exc).strip().splitlines()
-                raise StepFailed(f"{run.name} failed ({error[-1] if error else 'see the notebook'}): see the "
+                raise StepFailed(f"{run.name} failed ({cell_error_line(exc.ename, exc.evalue)}): see the "
                                  f"executed notebook {executed}") from None
             finally:
                 nbformat.write(notebook, executed)
