@@ -26,6 +26,8 @@ from .config import Settings
 from .maven import SetupError, local_repository, resolve
 
 _MIN_JAVA = 17
+# Java 24 dropped Subject.getSubject (JEP 486), which the Hadoop client in Spark 4.1 calls as it starts
+_FIRST_UNSUPPORTED_JAVA = 24
 _LOG4J = Path(__file__).with_name("log4j2.properties")
 _exit_on_ctrl_c = False
 AFTER_CTRL_C = "what was committed is kept, and the next run goes on from there"   # exactly-once writes
@@ -61,7 +63,7 @@ def java_major_version() -> int | None:
 
 
 def require_java() -> None:
-    """One readable line, instead of a JVM stack trace, when Java is missing or too old."""
+    """One readable line, instead of a JVM stack trace, when Java is missing, too old or too new."""
     version = java_major_version()
     if version is None:
         raise SetupError(f"Java not found: install a JDK {_MIN_JAVA}+ (e.g. `apt-get install "
@@ -69,6 +71,9 @@ def require_java() -> None:
     if version < _MIN_JAVA:
         raise SetupError(f"Java {version} is too old: Spark 4 and Kafka 4 need Java {_MIN_JAVA}+; "
                          f"install a newer JDK or point JAVA_HOME at one.")
+    if version >= _FIRST_UNSUPPORTED_JAVA:
+        raise SetupError(f"Java {version} is too new: Spark 4.1 does not start on Java {_FIRST_UNSUPPORTED_JAVA}+; "
+                         f"install JDK 17 or 21 and point JAVA_HOME at it.")
 
 
 # --- Spark's extra jars ------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from fitbit_lakehouse.kafka_broker import BrokerError, ensure_broker, parse_bootstrap
 from fitbit_lakehouse.maven import SetupError
-from fitbit_lakehouse.spark import require_java
+from fitbit_lakehouse.spark import java_major_version, require_java
 
 
 def _settings(base_settings, bootstrap, **overrides):
@@ -64,14 +64,33 @@ def test_missing_java_says_what_to_install(monkeypatch, tmp_path):
     assert "Java not found" in str(err.value) and "JDK 17" in str(err.value)
 
 
+def _fake_jdk(monkeypatch, home, version_line: str) -> None:
+    """JAVA_HOME at a `java` that only prints this `java -version` line (to stderr, as java does)."""
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "java").write_text(f"#!/bin/sh\necho '{version_line}' >&2\n")
+    (home / "bin" / "java").chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(home))
+
+
 def test_too_old_java_is_refused(monkeypatch, tmp_path):
-    fake = tmp_path / "jdk8" / "bin"
-    fake.mkdir(parents=True)
-    (fake / "java").write_text('#!/bin/sh\necho \'openjdk version "1.8.0_392"\' >&2\n')
-    (fake / "java").chmod(0o755)
-    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk8"))
+    _fake_jdk(monkeypatch, tmp_path / "jdk8", 'openjdk version "1.8.0_392"')
     with pytest.raises(SetupError, match="Java 8 is too old"):
         require_java()
+
+
+def test_too_new_java_is_refused_with_the_versions_to_install(monkeypatch, tmp_path):
+    """Spark 4.1's JVM exits at start on Java 25 (its Hadoop client calls Subject.getSubject): one line
+    that says which JDK to install, not PySpark's JAVA_GATEWAY_EXITED."""
+    _fake_jdk(monkeypatch, tmp_path / "jdk25", 'openjdk version "25.0.3" 2026-04-21 LTS')
+    with pytest.raises(SetupError, match="Java 25 is too new") as err:
+        require_java()
+    assert "JDK 17 or 21" in str(err.value)
+
+
+def test_java_21_is_accepted(monkeypatch, tmp_path):
+    _fake_jdk(monkeypatch, tmp_path / "jdk21", 'openjdk version "21.0.9" 2025-10-21')
+    assert java_major_version() == 21
+    require_java()   # raises SetupError when refused
 
 
 def test_a_free_port_for_a_later_server_is_outside_the_kernels_ephemeral_range():
