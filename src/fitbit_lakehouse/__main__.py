@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from .cluster import ClusterError
     from .kafka_broker import BrokerError
     from .maven import SetupError
-    from .pipeline import RunInterrupted, StepFailed, settings_from_params
+    from .pipeline import LakeBusy, RunInterrupted, StepFailed, settings_from_params
     from .privacy import PrivacyError
     from .produce import NoInput
     from .silver import ReconciliationError
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_ctrl_c()
     try:
         return _dispatch(args, settings)
-    except (BrokerError, BundleError, ClusterError, DataLossError, NoInput, PrivacyError, SetupError, StepFailed,
-            ReconciliationError) as exc:
+    except (BrokerError, BundleError, ClusterError, DataLossError, LakeBusy, NoInput, PrivacyError, SetupError,
+            StepFailed, ReconciliationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as exc:

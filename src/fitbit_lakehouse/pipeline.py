@@ -5,6 +5,8 @@ and one Spark application for the whole run, as the tasks of a Databricks job sh
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -12,6 +14,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,44 @@ class StepFailed(RuntimeError):
 
 class RunInterrupted(RuntimeError):
     """Ctrl-C stopped a run of the notebooks (`make run`, `make job`) in the step it names."""
+
+
+class LakeBusy(RuntimeError):
+    """Another process is running the same step on the same lake."""
+
+
+@contextmanager
+def writing(settings: Settings, step: str):
+    """Held while a step writes the lake: one process per step and lake at a time (two bronze or two
+    silver queries on one checkpoint fail midway, and two producers would send the same rows twice).
+    Other steps may run beside it, as `make stream` and a `produce` do. The system lets go of the lock
+    when the process ends, however it ends. On Databricks a job's max_concurrent_runs does this."""
+    from .spark import on_databricks
+
+    if on_databricks():
+        yield
+        return
+    path = settings.lake_dir / "_locks" / f"{step}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                lock.seek(0)
+                holder = lock.read().strip()
+                raise LakeBusy(f"another process{f' (pid {holder})' if holder.isdigit() else ''} is running {step} "
+                               f"on the lake {settings.lake_dir}: wait for it to end, or point FITBIT_LAKE_DIR at "
+                               f"another lake") from None
+            # a file system without locks: go on unguarded
+            log.warning("no lock for %s on %s (%s): make sure no other process runs it", step, path, exc)
+            held = False
+        if held:   # for the line a refused process prints
+            lock.truncate(0)
+            lock.write(str(os.getpid()))
+            lock.flush()
+        yield
 
 
 def cell_error_line(ename: str, evalue: str) -> str:
@@ -74,11 +115,12 @@ def produce_step(settings: Settings, file_filter: str | None = None, limit: int 
     from .produce import produce_from_settings
 
     started = time.monotonic()
-    ensure_broker(settings)
-    topic_ids = ensure_topics(settings)
-    summary = produce_from_settings(settings, file_filter=file_filter, limit=limit, speed=speed,
-                                    replay=replay, topic_id=topic_ids.get(settings.events_topic),
-                                    synthetic=synthetic)
+    with writing(settings, "produce"):
+        ensure_broker(settings)
+        topic_ids = ensure_topics(settings)
+        summary = produce_from_settings(settings, file_filter=file_filter, limit=limit, speed=speed,
+                                        replay=replay, topic_id=topic_ids.get(settings.events_topic),
+                                        synthetic=synthetic)
     print(summary)
     return _timed_report(settings, "produce", started, {**summary.as_dict(), "records": summary.rows,
                                                         "unit": "rows sent"})
@@ -90,9 +132,10 @@ def bronze_step(settings: Settings, trigger: str | None = None) -> dict:
     from .spark import get_spark
 
     started = time.monotonic()
-    ensure_broker(settings)
-    topic_ids = ensure_topics(settings)
-    result = run_bronze(get_spark(settings), settings, trigger, topic_ids.get(settings.events_topic))
+    with writing(settings, "bronze"):
+        ensure_broker(settings)
+        topic_ids = ensure_topics(settings)
+        result = run_bronze(get_spark(settings), settings, trigger, topic_ids.get(settings.events_topic))
     return _timed_report(settings, "bronze", started, {**result, "unit": "records landed"})
 
 
@@ -101,7 +144,8 @@ def silver_step(settings: Settings, trigger: str | None = None) -> list[dict]:
     from .spark import get_spark
 
     started = time.monotonic()
-    result = run_silver(get_spark(settings), settings, trigger)
+    with writing(settings, "silver"):
+        result = run_silver(get_spark(settings), settings, trigger)
     _timed_report(settings, "silver", started, {"records": result["records"], "batches": result["batches"],
                                                 "unit": "records processed"})
     return result["reconciliation"]
@@ -120,11 +164,12 @@ def gold_step(settings: Settings, start_date=None, end_date=None) -> dict:
     from .spark import get_spark
 
     started = time.monotonic()
-    spark = get_spark(settings)
-    result = run_gold(spark, settings, start_date, end_date)
-    ensure_broker(settings)
-    ensure_topics(settings)
-    result["alerts_published"] = publish_alerts(spark, settings)
+    with writing(settings, "gold"):
+        spark = get_spark(settings)
+        result = run_gold(spark, settings, start_date, end_date)
+        ensure_broker(settings)
+        ensure_topics(settings)
+        result["alerts_published"] = publish_alerts(spark, settings)
     return _timed_report(settings, "gold", started, {**result, "records": result["user_days"],
                                                      "unit": "user-days rebuilt"})
 
@@ -134,7 +179,8 @@ def insights_step(settings: Settings) -> dict:
     from .spark import get_spark
 
     started = time.monotonic()
-    result = run_insights(get_spark(settings), settings)
+    with writing(settings, "insights"):
+        result = run_insights(get_spark(settings), settings)
     unit = "charts, kept (gold unchanged)" if result.get("unchanged") else "charts"
     _timed_report(settings, "insights", started, {"records": len(result["charts"]), "unit": unit,
                                                   "report": result["report"], "html_report": result["html_report"],
@@ -294,6 +340,13 @@ def stream(settings: Settings) -> None:
     """`make stream`: bronze, silver and gold (with alerts) as continuous queries until Ctrl-C.
     Gold follows silver: each silver micro-batch (a row in silver's ingest log) triggers an
     incremental gold update of the user-days it changed, then publishes new alerts."""
+    with ExitStack() as held:
+        for step in ("bronze", "silver", "gold"):
+            held.enter_context(writing(settings, step))
+        _stream(settings)
+
+
+def _stream(settings: Settings) -> None:
     from .alerts import publish_alerts
     from pyspark.errors import StreamingQueryException
 
