@@ -5,7 +5,6 @@ and one Spark application for the whole run, as the tasks of a Databricks job sh
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import logging
@@ -54,18 +53,15 @@ def writing(settings: Settings, step: str):
     with open(path, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            held = True
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                lock.seek(0)
-                holder = lock.read().strip()
-                raise LakeBusy(f"another process{f' (pid {holder})' if holder.isdigit() else ''} is running {step} "
-                               f"on the lake {settings.lake_dir}: wait for it to end, or point FITBIT_LAKE_DIR at "
-                               f"another lake") from None
-            # a file system without locks: go on unguarded
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip()
+            raise LakeBusy(f"another process{f' (pid {holder})' if holder.isdigit() else ''} is running {step} "
+                           f"on the lake {settings.lake_dir}: wait for it to end, or point FITBIT_LAKE_DIR at "
+                           f"another lake") from None
+        except OSError as exc:   # a file system without locks: go on unguarded
             log.warning("no lock for %s on %s (%s): make sure no other process runs it", step, path, exc)
-            held = False
-        if held:   # for the line a refused process prints
+        else:   # for the line a refused process prints
             lock.truncate(0)
             lock.write(str(os.getpid()))
             lock.flush()
