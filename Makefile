@@ -124,4 +124,4 @@ clean:
 
 # deletes the lake (tables, checkpoints, the local broker's topic data)
 clean-lake: kafka-down
-	rm -rf data/_producer data/_secrets data/bronze data/silver data/gold data/checkpoints data/kafka data/reports data/_synthetic data/mlflow.db data/mlflow-artifacts data/_warehouse data/_derby data/mlruns
+	rm -rf data/_producer data/_secrets data/bronze data/silver data/gold data/checkpoints data/kafka data/reports data/_synthetic data/mlflow.db data/mlflow-artifacts data/_warehouse data/_derby data/mlruns data/_locks data/_spark_tmp

@@ -184,13 +184,17 @@ def insights_step(settings: Settings) -> dict:
     return result
 
 
+def kernel_settings(job_params: dict | None = None) -> Settings:
+    """The settings a run's notebook kernel starts Spark with: the job's parameters over the environment's."""
+    return load_settings().with_overrides(**{JOB_PARAMETERS[k]: v for k, v in (job_params or {}).items()})
+
+
 def warm_up(job_params: dict | None = None) -> None:
     """Start the Spark session ahead of the first step that needs it (errors show up there instead)."""
     from .spark import get_spark
 
     try:
-        overrides = {JOB_PARAMETERS[k]: v for k, v in (job_params or {}).items()}
-        get_spark(load_settings().with_overrides(**overrides))
+        get_spark(kernel_settings(job_params))
     except Exception:   # noqa: BLE001 - the step that needs Spark reports the problem
         pass
 
@@ -220,6 +224,7 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
 
     from .catalogue import scan_sources
     from .kafka_broker import ensure_broker, stop_local_broker
+    from .spark import scratch_root, sweep_scratch
 
     out_dir.mkdir(parents=True, exist_ok=True)
     run_started = time.monotonic()
@@ -234,6 +239,7 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
     from .spark_server import plan
 
     spark_line = plan(settings) if any(run.path.stem != NOTEBOOKS[0] for run in runs) else None
+    job_params = {k: v for k, v in (runs[0].widgets or {}).items() if k in JOB_PARAMETERS}
     step = "start-up"   # where a Ctrl-C finds the run
     notebook_runner = _notebook_runner()
     try:
@@ -242,7 +248,6 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
         # Spark starts in the kernel while the broker starts and 01_produce runs (it needs no Spark); a
         # run of 01_produce alone (the producer job) starts none
         if any(run.path.stem != NOTEBOOKS[0] for run in runs):
-            job_params = {k: v for k, v in (runs[0].widgets or {}).items() if k in JOB_PARAMETERS}
             client.execute("import threading\nfrom fitbit_lakehouse import pipeline as _pipeline\n"
                            f"threading.Thread(target=_pipeline.warm_up, args=({job_params!r},), daemon=True).start()",
                            silent=True)
@@ -286,6 +291,8 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
             client.stop_channels()
         if kernel is not None:
             kernel.shutdown_kernel(now=True)
+            # its Spark JVM went down with it, before it could delete its scratch files
+            sweep_scratch(scratch_root(kernel_settings(job_params)))
         kernel_log.close()
         if handle is None and broker_started.exception() is None:   # the kernel failed to start
             handle = broker_started.result()

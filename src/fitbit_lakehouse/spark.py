@@ -9,6 +9,7 @@ off every start (each `make run`, each test process).
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import importlib.metadata as md
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 from .config import Settings
@@ -30,6 +32,8 @@ _MIN_JAVA = 17
 _FIRST_UNSUPPORTED_JAVA = 24
 _LOG4J = Path(__file__).with_name("log4j2.properties")
 _exit_on_ctrl_c = False
+_SCRATCH_LOCK = ".in-use"
+_scratch_claim = None   # this process's scratch dir and its open lock file, once Spark has started
 AFTER_CTRL_C = "what was committed is kept, and the next run goes on from there"   # exactly-once writes
 
 
@@ -244,6 +248,55 @@ def _exit_now(*_) -> None:
     os._exit(130)
 
 
+def scratch_root(settings: Settings) -> Path:
+    return settings.lake_dir / settings.get("spark.scratch_dir")   # an absolute dir stays as it is
+
+
+def claim_scratch(settings: Settings) -> Path:
+    """A scratch dir for this process's Spark JVM (its shuffle and spill files, its temp dirs and the
+    native libraries it unpacks), held while the process lives. Spark deletes its files when its JVM
+    ends normally, but a JVM killed with its process (a notebook kernel shut down with SIGKILL, kill -9,
+    Ctrl-C) leaves them, and in /tmp every run would leave its raw records behind for good. Here the
+    next start removes them (`sweep_scratch`)."""
+    global _scratch_claim
+    if _scratch_claim is not None:
+        return _scratch_claim[0]
+    root = scratch_root(settings)
+    sweep_scratch(root)
+    # made under a hidden name and locked before it is visible, so a sweep never takes it for a dead one
+    claiming = root / f".claim-{uuid.uuid4().hex}"
+    claiming.mkdir(parents=True)
+    lock = open(claiming / _SCRATCH_LOCK, "w")   # not inherited by the JVM: the lock is this process's
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:   # a file system without locks: the dir is used, and left for the user to remove
+        pass
+    scratch = root / f"{os.getpid()}-{claiming.name.rsplit('-', 1)[1][:8]}"
+    claiming.rename(scratch)
+    _scratch_claim = (scratch, lock)
+    return scratch
+
+
+def sweep_scratch(root: Path) -> list[Path]:
+    """Remove the scratch dirs below root whose process has ended (its lock is free); the removed ones."""
+    removed = []
+    for path in sorted(root.glob("[!.]*")) if root.is_dir() else []:
+        try:
+            fd = os.open(path / _SCRATCH_LOCK, os.O_RDWR)
+        except OSError:   # not a scratch dir of this project
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:   # in use by a live process
+            continue
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
 def get_spark(settings: Settings, app_name: str | None = None):
     """The process's SparkSession, created once (later calls return the same one)."""
     from pyspark.sql import SparkSession
@@ -262,7 +315,9 @@ def get_spark(settings: Settings, app_name: str | None = None):
 
     attach(settings)   # a kept Spark JVM (make spark-up), when one is up and free
     log_level = _log_level()
-    java_options = " ".join([f"-Dderby.system.home={settings.lake_dir / '_derby'}", *jvm_options(settings)])
+    scratch = claim_scratch(settings)
+    java_options = " ".join([f"-Dderby.system.home={settings.lake_dir / '_derby'}", f"-Djava.io.tmpdir={scratch}",
+                             *jvm_options(settings)])
     builder = (
         SparkSession.builder.appName(app_name or settings.get("spark.app_name"))
         .master(settings.get("spark.master"))
@@ -273,6 +328,7 @@ def get_spark(settings: Settings, app_name: str | None = None):
         .config("spark.driver.memory", settings.get("spark.driver_memory"))
         .config("spark.executor.memory", settings.get("spark.executor_memory"))
         .config("spark.driver.extraJavaOptions", java_options)
+        .config("spark.local.dir", str(scratch))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         # data times are naive wall-clock: NTZ everywhere, and no zone to shift Kafka timestamps by

@@ -71,6 +71,13 @@ def test_widgets_choose_raw_folder_lake_and_broker(job_run):
     assert not job_run["env_lake"].exists() or not any(job_run["env_lake"].rglob("_delta_log"))
 
 
+
+def test_the_kernels_spark_scratch_is_gone_after_the_job(job_run):
+    # the kernel's JVM wrote its shuffle files here, and was killed with the kernel at the end of the run
+    scratch = job_run["widget_lake"] / job_run["settings"].get("spark.scratch_dir")
+    assert scratch.is_dir() and not any(scratch.iterdir())
+
+
 def test_job_gold_matches_the_csv(job_run, spark, month2):
     settings = job_run["widget_settings"]
     secret = user_key_secret(settings)
