@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -206,11 +207,20 @@ def write_log4j(path: Path, log_file: Path) -> None:
         "rootLogger.level = INFO\nrootLogger.appenderRef.f.ref = F\n")
 
 
+def java_tmp_dir(home: Path) -> Path:
+    """A broker JVM's temp dir, in its home rather than /tmp: a broker killed with -9 leaves the native
+    libraries it unpacked there (lz4, snappy), and its next start clears them."""
+    return home / "tmp"
+
+
 def java_command(settings: Settings, home: Path, classpath: list[str], main: str, *args: str,
                  jvm_options: tuple[str, ...] = ()) -> list[str]:
     java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+    tmp = java_tmp_dir(home)
+    tmp.mkdir(parents=True, exist_ok=True)
     return [java, f"-Xmx{settings.get('kafka.broker.heap')}", "-Xms128m", *_cds_options(settings, classpath),
             *jvm_options, f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}", f"-Dkafka.logs.dir={home}",
+            f"-Djava.io.tmpdir={tmp}",
             "-cp", os.pathsep.join(classpath), main, *args]
 
 
@@ -342,6 +352,7 @@ class LocalBroker:
 
     def start(self, jvm_options: tuple[str, ...] = ()) -> int:
         require_java()
+        shutil.rmtree(java_tmp_dir(self.home), ignore_errors=True)   # what a killed broker left
         self.classpath()
         config = self._write_config(free_port())
         self.format_storage(config)

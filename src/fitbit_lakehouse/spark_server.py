@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,7 +52,8 @@ def _jvm_conf(settings: Settings) -> dict[str, str]:
 
     return {"spark.jars": ",".join(extra_jars(settings, resolve_missing=False)),
             "spark.driver.memory": str(settings.get("spark.driver_memory")),
-            "spark.driver.extraJavaOptions": " ".join(jvm_options(settings))}
+            # its temp files (what it unpacks, its own temp dirs) in the keeper's dir, cleared at each start
+            "spark.driver.extraJavaOptions": " ".join([*jvm_options(settings), f"-Djava.io.tmpdir={_home(settings) / 'tmp'}"])}
 
 
 def _fingerprint(settings: Settings) -> str:
@@ -120,6 +122,8 @@ def serve(home: Path) -> None:
 
     _, gateway_file, lock_file, _ = _files(home)
     launch = json.loads((home / "launch.json").read_text())
+    shutil.rmtree(home / "tmp", ignore_errors=True)   # what a killed kept JVM left
+    (home / "tmp").mkdir()
     conf = SparkConf(loadDefaults=False)
     for key, value in launch["conf"].items():
         conf.set(key, value)

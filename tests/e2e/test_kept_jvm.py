@@ -41,7 +41,8 @@ table, rows = sys.argv[1], int(sys.argv[2])
 spark.range(rows).selectExpr("id", "id % 3 AS k").write.format("delta").save(table)
 count = spark.read.format("delta").load(table).count()
 print(json.dumps({"jvm_pid": spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid(), "count": count,
-                  "first_proxy_id": first_proxy_id}), flush=True)
+                  "first_proxy_id": first_proxy_id, "local_dir": spark.conf.get("spark.local.dir"),
+                  "tmpdir": spark.sparkContext._jvm.java.lang.System.getProperty("java.io.tmpdir")}), flush=True)
 if len(sys.argv) > 3:
     time.sleep(float(sys.argv[3]))
 """
@@ -99,6 +100,9 @@ def test_runs_attach_one_after_another_and_each_starts_clean(keeper):
     # unknown", seen at the 7th run on one kept JVM), so each run numbers from a random start
     starts = [r["first_proxy_id"] for r in results]
     assert len(set(starts)) == 3 and min(starts) > 10_000, starts
+    # scratch files: the kept JVM's own in the keeper's dir, each run's shuffle files in its lake's scratch
+    assert {r["tmpdir"] for r in results} == {str(keeper["home"] / "server" / "tmp")}
+    assert all(Path(r["local_dir"]).parent == keeper["home"] / "lake" / "_spark_tmp" for r in results)
 
     # a run that ended without stopping its SparkContext: the keeper stops it once the run's lock is free
     log = keeper["home"] / "server" / "server.log"

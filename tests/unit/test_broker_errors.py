@@ -122,3 +122,6 @@ def test_the_broker_jvm_uses_the_class_data_archive_setup_made_for_its_java_and_
     assert command.index(f"-XX:SharedArchiveFile={archive}") < command.index("kafka.Kafka")
     assert not uses_archive(settings.with_overrides(**{"kafka.broker.class_data_sharing": False}))
     assert broker_cds_archive(settings, classpath + [str(tmp_path / "another.jar")]) != archive
+    home = tmp_path / "kafka"   # its temp files (the native libraries it unpacks) stay in its home, not /tmp
+    assert f"-Djava.io.tmpdir={home / 'tmp'}" in java_command(settings, home, classpath, "kafka.Kafka")
+    assert (home / "tmp").is_dir()
