@@ -34,6 +34,7 @@ _LOG4J = Path(__file__).with_name("log4j2.properties")
 _exit_on_ctrl_c = False
 _SCRATCH_LOCK = ".in-use"
 _scratch_claim = None   # this process's scratch dir and its open lock file, once Spark has started
+_scratch_claiming = threading.Lock()   # the warm-up thread and a step may start Spark at once
 AFTER_CTRL_C = "what was committed is kept, and the next run goes on from there"   # exactly-once writes
 
 
@@ -258,10 +259,14 @@ def claim_scratch(settings: Settings) -> Path:
     ends normally, but a JVM killed with its process (a notebook kernel shut down with SIGKILL, kill -9,
     Ctrl-C) leaves them, and in /tmp every run would leave its raw records behind for good. Here the
     next start removes them (`sweep_scratch`)."""
-    global _scratch_claim
-    if _scratch_claim is not None:
+    with _scratch_claiming:
+        if _scratch_claim is None:
+            _claim_scratch(scratch_root(settings))
         return _scratch_claim[0]
-    root = scratch_root(settings)
+
+
+def _claim_scratch(root: Path) -> None:
+    global _scratch_claim
     sweep_scratch(root)
     # made under a hidden name and locked before it is visible, so a sweep never takes it for a dead one
     claiming = root / f".claim-{uuid.uuid4().hex}"
@@ -274,7 +279,6 @@ def claim_scratch(settings: Settings) -> Path:
     scratch = root / f"{os.getpid()}-{claiming.name.rsplit('-', 1)[1][:8]}"
     claiming.rename(scratch)
     _scratch_claim = (scratch, lock)
-    return scratch
 
 
 def sweep_scratch(root: Path) -> list[Path]:
