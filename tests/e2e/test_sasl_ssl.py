@@ -70,7 +70,7 @@ def tls_broker(base_settings, test_root):
         "appender.f.layout.pattern = [%d] %p %m (%c)%n\nrootLogger.level = INFO\nrootLogger.appenderRef.f.ref = F\n")
     classpath = os.pathsep.join(LocalBroker(base_settings).classpath())
     java = [_java_tool("java"), "-Xmx384m", f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
-            "-cp", classpath]
+            f"-Djava.io.tmpdir={home}", "-cp", classpath]   # it is killed at the end: what it unpacks stays here
     subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", uuid.uuid4().hex[:22], "-c", str(config),
                     "--add-scram", f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"],
                    check=True, capture_output=True, timeout=120)
