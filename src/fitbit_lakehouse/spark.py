@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata as md
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -229,6 +230,12 @@ def jvm_options(settings: Settings) -> list[str]:
             *(settings.get("spark.driver_java_options") or []), *_cds_options(settings)]
 
 
+def java_options_text(options: list[str]) -> str:
+    """JVM options as one spark.driver.extraJavaOptions string, each quoted where it needs it (Spark splits
+    the string at spaces, so a lake or project path with a space in it stopped the JVM at start)."""
+    return " ".join(shlex.quote(option) for option in options)
+
+
 def exit_on_ctrl_c() -> None:
     """For the CLI: once Spark is up, Ctrl-C ends the process at once with one line, as a crash would
     (the lake's writes are exactly-once: the next run goes on from what was committed). PySpark's own
@@ -320,8 +327,8 @@ def get_spark(settings: Settings, app_name: str | None = None):
     attach(settings)   # a kept Spark JVM (make spark-up), when one is up and free
     log_level = _log_level()
     scratch = claim_scratch(settings)
-    java_options = " ".join([f"-Dderby.system.home={settings.lake_dir / '_derby'}", f"-Djava.io.tmpdir={scratch}",
-                             *jvm_options(settings)])
+    java_options = java_options_text([f"-Dderby.system.home={settings.lake_dir / '_derby'}",
+                                      f"-Djava.io.tmpdir={scratch}", *jvm_options(settings)])
     builder = (
         SparkSession.builder.appName(app_name or settings.get("spark.app_name"))
         .master(settings.get("spark.master"))

@@ -48,12 +48,13 @@ def _files(settings: Settings | Path) -> tuple[Path, Path, Path, Path]:
 def _jvm_conf(settings: Settings) -> dict[str, str]:
     """What a Spark JVM is launched with and keeps for its life: jars, heap, JVM options (a run's own
     Spark settings, such as its lake, go to its SparkContext instead)."""
-    from .spark import extra_jars, jvm_options
+    from .spark import extra_jars, java_options_text, jvm_options
 
     return {"spark.jars": ",".join(extra_jars(settings, resolve_missing=False)),
             "spark.driver.memory": str(settings.get("spark.driver_memory")),
             # its temp files (what it unpacks, its own temp dirs) in the keeper's dir, cleared at each start
-            "spark.driver.extraJavaOptions": " ".join([*jvm_options(settings), f"-Djava.io.tmpdir={_home(settings) / 'tmp'}"])}
+            "spark.driver.extraJavaOptions": java_options_text([*jvm_options(settings),
+                                                                f"-Djava.io.tmpdir={_home(settings) / 'tmp'}"])}
 
 
 def _fingerprint(settings: Settings) -> str:

@@ -64,3 +64,17 @@ def test_the_sessions_jvm_writes_its_scratch_under_the_lake(spark, base_settings
     spark.range(5000).repartition(3).count()   # a shuffle: files of its block manager
     assert any(scratch.glob("blockmgr-*/*"))
     assert sweep_scratch(scratch.parent) == [] and scratch.is_dir()   # in use: kept
+
+
+def test_a_lake_path_with_a_space_starts_spark_and_keeps_its_scratch_there(tmp_path):
+    lake = tmp_path / "my lake"   # the JVM's options carry lake paths: each must stay one option
+    script = ("from fitbit_lakehouse.config import load_settings\n"
+              "from fitbit_lakehouse.spark import get_spark\n"
+              "spark = get_spark(load_settings())\n"
+              "system = spark.sparkContext._jvm.java.lang.System\n"
+              "print(spark.range(3).count(), system.getProperty('java.io.tmpdir'), sep='|')\n")
+    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, FITBIT_LAKE_DIR=str(lake)),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    count, tmpdir = done.stdout.strip().splitlines()[-1].split("|")
+    assert count == "3" and Path(tmpdir).parent == lake / "_spark_tmp"
