@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
-from .kafka_broker import (LocalBroker, _alive, _command_line, java_command, java_tmp_dir, kafka_probe,
+from .kafka_broker import (LocalBroker, _alive, _command_line, clear_java_tmp, java_command, kafka_probe,
                            kraft_properties, port_open, write_log4j)
 
 log = logging.getLogger(__name__)
@@ -135,7 +134,7 @@ class KafkaCluster:
         if port_open("127.0.0.1", node.port) or port_open("127.0.0.1", node.controller_port):
             raise ClusterError(f"Port {node.port} or {node.controller_port} is taken: stop what holds it, or set "
                                f"cluster.kafka.first_port / first_controller_port to free ones.")
-        shutil.rmtree(java_tmp_dir(node.home), ignore_errors=True)   # what a killed broker left
+        clear_java_tmp(node.home)
         self._prepare(node)
         _start(java_command(self.settings, node.home, self.classpath(), "kafka.Kafka", str(node.config)),
                node.home / "broker.out", node.pid_file)

@@ -209,8 +209,13 @@ def write_log4j(path: Path, log_file: Path) -> None:
 
 def java_tmp_dir(home: Path) -> Path:
     """A broker JVM's temp dir, in its home rather than /tmp: a broker killed with -9 leaves the native
-    libraries it unpacked there (lz4, snappy), and its next start clears them."""
+    libraries it unpacked there (lz4, snappy), and its next start clears them (`clear_java_tmp`)."""
     return home / "tmp"
+
+
+def clear_java_tmp(home: Path) -> None:
+    """Before a broker starts in this home: what an earlier one, killed, left in its temp dir."""
+    shutil.rmtree(java_tmp_dir(home), ignore_errors=True)
 
 
 def java_command(settings: Settings, home: Path, classpath: list[str], main: str, *args: str,
@@ -352,7 +357,7 @@ class LocalBroker:
 
     def start(self, jvm_options: tuple[str, ...] = ()) -> int:
         require_java()
-        shutil.rmtree(java_tmp_dir(self.home), ignore_errors=True)   # what a killed broker left
+        clear_java_tmp(self.home)
         self.classpath()
         config = self._write_config(free_port())
         self.format_storage(config)

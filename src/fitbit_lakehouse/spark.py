@@ -276,14 +276,15 @@ def _claim_scratch(root: Path) -> None:
     global _scratch_claim
     sweep_scratch(root)
     # made under a hidden name and locked before it is visible, so a sweep never takes it for a dead one
-    claiming = root / f".claim-{uuid.uuid4().hex}"
+    token = uuid.uuid4().hex[:8]
+    claiming = root / f".claim-{token}"
     claiming.mkdir(parents=True)
     lock = open(claiming / _SCRATCH_LOCK, "w")   # not inherited by the JVM: the lock is this process's
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:   # a file system without locks: the dir is used, and left for the user to remove
         pass
-    scratch = root / f"{os.getpid()}-{claiming.name.rsplit('-', 1)[1][:8]}"
+    scratch = root / f"{os.getpid()}-{token}"
     claiming.rename(scratch)
     _scratch_claim = (scratch, lock)
 

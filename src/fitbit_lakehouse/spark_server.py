@@ -39,6 +39,11 @@ def _home(settings: Settings) -> Path:
     return settings.project_root / settings.get("spark.kept_jvm.dir")   # an absolute dir stays as it is
 
 
+def _java_tmp(home: Path) -> Path:
+    """The kept JVM's temp dir (what it unpacks, its own temp dirs), cleared at each start."""
+    return home / "tmp"
+
+
 def _files(settings: Settings | Path) -> tuple[Path, Path, Path, Path]:
     """(pid file, gateway file, lock file, log file) of the keeper's directory"""
     home = settings if isinstance(settings, Path) else _home(settings)
@@ -52,9 +57,8 @@ def _jvm_conf(settings: Settings) -> dict[str, str]:
 
     return {"spark.jars": ",".join(extra_jars(settings, resolve_missing=False)),
             "spark.driver.memory": str(settings.get("spark.driver_memory")),
-            # its temp files (what it unpacks, its own temp dirs) in the keeper's dir, cleared at each start
             "spark.driver.extraJavaOptions": java_options_text([*jvm_options(settings),
-                                                                f"-Djava.io.tmpdir={_home(settings) / 'tmp'}"])}
+                                                                f"-Djava.io.tmpdir={_java_tmp(_home(settings))}"])}
 
 
 def _fingerprint(settings: Settings) -> str:
@@ -123,8 +127,8 @@ def serve(home: Path) -> None:
 
     _, gateway_file, lock_file, _ = _files(home)
     launch = json.loads((home / "launch.json").read_text())
-    shutil.rmtree(home / "tmp", ignore_errors=True)   # what a killed kept JVM left
-    (home / "tmp").mkdir()
+    shutil.rmtree(_java_tmp(home), ignore_errors=True)   # what a killed kept JVM left
+    _java_tmp(home).mkdir()
     conf = SparkConf(loadDefaults=False)
     for key, value in launch["conf"].items():
         conf.set(key, value)
