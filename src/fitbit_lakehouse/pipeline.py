@@ -363,6 +363,8 @@ def _stream(settings: Settings) -> None:
     ensure_broker(settings)
     topic_id = ensure_topics(settings).get(settings.events_topic)
     spark = get_spark(settings)
+    for key, value in (settings.get("stream.delta_conf") or {}).items():   # auto compaction
+        spark.conf.set(key, str(value))
     lake = Lake(spark, settings)
     lake.create("silver", INGEST_LOG, spark.createDataFrame([], INGEST_LOG_SCHEMA).schema)
 

@@ -30,6 +30,7 @@ BRONZE_EVENTS = "events"
 _TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 _TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+COMPACTION = "OPTIMIZE"   # the operation of a commit of Delta's (auto) compaction: files rewritten, no row changed
 
 
 @dataclass(frozen=True)
@@ -401,9 +402,12 @@ class Lake:
         return actions.select(stats).to_pylist()
 
     def commit(self, layer: str, name: str, tag: str, depth: Iterable[int] = (20, None)) -> dict | None:
-        """The commit tagged `tag` (version, operation, operationMetrics), or None."""
+        """The write tagged `tag` (version, operation, operationMetrics), or None. Delta's auto
+        compaction runs right after a write and its commit carries the session's tag too (a MERGE's
+        tag is set on the session): it rewrote files and changed no row, so it is skipped."""
         for limit in depth:   # almost always among the last few
-            found = next((c for c in self.history(layer, name, limit) if c["userMetadata"] == tag), None)
+            found = next((c for c in self.history(layer, name, limit)
+                          if c["userMetadata"] == tag and c["operation"] != COMPACTION), None)
             if found is not None:
                 return found
         return None

@@ -69,9 +69,12 @@ def test_gold_follows_the_stream_and_a_later_day_shows_up(base_settings, broker,
     raw.mkdir()
     _write(raw / DAILY, list(source.columns), first_days, append=False)
 
+    # Delta's auto compaction after two small files instead of 50: the stream's own tables compacted
+    # while it runs, as a long `make stream` does
+    compact_early = {**base_settings.get("stream.delta_conf"), "spark.databricks.delta.autoCompact.minNumFiles": 2}
     overrides = {"kafka.events_topic": "e2e_stream_events", "kafka.alerts_topic": "e2e_stream_alerts",
                  "bronze.processing_time": "2 seconds", "silver.processing_time": "2 seconds",
-                 "gold.processing_time": "2 seconds", "spark.shuffle_partitions": 2}
+                 "gold.processing_time": "2 seconds", "spark.shuffle_partitions": 2, "stream.delta_conf": compact_early}
     settings = base_settings.with_overrides(**{"paths.raw_dir": str(raw), "paths.lake_dir": str(lake),
                                                "kafka.bootstrap_servers": broker.bootstrap_servers, **overrides})
     env = dict(os.environ, FITBIT_LAKE_DIR=str(lake), FITBIT_RAW_DIR=str(raw), FITBIT_USER_KEY_SECRET=SECRET,
@@ -108,3 +111,21 @@ def test_gold_follows_the_stream_and_a_later_day_shows_up(base_settings, broker,
         "Setting default log level", "sc.setLogLevel", " ERROR ", "Traceback", "Exception"))
         or line.startswith("\tat ")]
     assert not noise, "".join(output)
+    _assert_compacted_and_counted_once(lake, sent=len(first_days) + len(later_day),
+                                       keys=len(pd.concat([first_days, later_day])[["Id", "ActivityDate"]].drop_duplicates()))
+
+
+def _assert_compacted_and_counted_once(lake: Path, sent: int, keys: int) -> None:
+    """The stream's tables were compacted while it ran, and nothing was read or counted twice: silver
+    read each bronze record once (a compaction's rewritten files are not new records), and the
+    ingest log's inserts are the rows silver holds."""
+    from deltalake import DeltaTable
+
+    def operations(layer: str, table: str) -> list[str]:
+        return [c["operation"] for c in DeltaTable(str(lake / layer / table)).history()]
+
+    assert "OPTIMIZE" in operations("bronze", "events") and "OPTIMIZE" in operations("silver", "daily_activity")
+    log = DeltaTable(str(lake / "silver" / "_ingest_log")).to_pandas()
+    assert log.loc[log["table"] == "*", "records_in"].sum() == sent
+    silver = DeltaTable(str(lake / "silver" / "daily_activity")).to_pandas()
+    assert log.loc[log["table"] == "daily_activity", "inserted"].sum() == len(silver) == keys

@@ -1,6 +1,8 @@
 """The one MERGE of the project, on real Delta tables in a temporary lake: counts, idempotency, conditions."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from fitbit_lakehouse.tables import KeyRange, Lake, Txn
@@ -163,3 +165,40 @@ def test_no_stored_row_in_range_is_told_by_the_statistics_alone(spark, lake, mon
     assert not lake.holds_none("t", "x", KeyRange(bounds=(("id", 2, 4),)))
     # statistics that overlap the range without a row in it (no id 1 with v "b"): the query decides
     assert lake.holds_none("t", "x", KeyRange(values=(("id", (1,)),), bounds=(("v", "b", "b"),)))
+
+
+@contextmanager
+def _compaction_after(spark, settings, small_files: int):
+    """Delta's auto compaction as `make stream` sets it (stream.delta_conf), after this many small files."""
+    conf = {**settings.get("stream.delta_conf"), "spark.databricks.delta.autoCompact.minNumFiles": small_files}
+    before = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, str(value))
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            spark.conf.unset(key) if value is None else spark.conf.set(key, value)
+
+
+def test_auto_compaction_after_a_merge_leaves_the_merge_its_counts(spark, lake, base_settings):
+    """A long stream's small files are compacted by Delta right after the write that made them many;
+    that commit carries the MERGE's tag (set on the session) but writes no row: each write's counts,
+    a replay's included, are still its own, the rows unchanged, and the change feed holds no more."""
+    lake.merge(spark.createDataFrame([(0, "a")], "id bigint, v string"), "t", "x", ("id",),
+               properties={"delta.enableChangeDataFeed": "true"})
+    counts = {}
+    with _compaction_after(spark, base_settings, 3):
+        for batch in range(1, 6):
+            rows = spark.createDataFrame([(batch * 10 + i, "b") for i in range(batch)], "id bigint, v string")
+            counts[batch] = lake.merge(rows, "t", "x", ("id",), txn=Txn("app", batch)).inserted
+    compactions = [tag for operation, tag in _history(lake, "x", None) if operation == "OPTIMIZE"]
+    assert compactions and set(compactions) <= {Txn("app", batch).tag for batch in counts}   # the MERGEs' tags
+    assert counts == {batch: batch for batch in range(1, 6)}
+    assert lake.merge(spark.createDataFrame([(99, "z")], "id bigint, v string"), "t", "x", ("id",),
+                      txn=Txn("app", 5)).inserted == 5   # a replay: skipped, the counts found again
+    assert _rows(lake, "x") == sorted([(0, "a")] + [(b * 10 + i, "b") for b in range(1, 6) for i in range(b)])
+    inserted = lake.changes("t", "x", 1, lake.version("t", "x")).where("_change_type = 'insert'").count()
+    assert inserted == sum(counts.values())
+    live_files = spark.sql(f"DESCRIBE DETAIL delta.`{lake.path('t', 'x')}`").first()["numFiles"]
+    assert live_files < 1 + len(counts)
