@@ -320,8 +320,10 @@ class Lake:
         columns = list(columns or source.columns)
         exists = self.exists(layer, name)
         files = self._file_stats(layer, name) if exists and target_filter else None   # read once, used twice
-        if insert == "true" and (not exists or (target_filter and self.holds_none(layer, name, target_filter, files))):
-            # nothing to match: an append does the same, faster (new days of a table, a first load)
+        if insert == "true" and (not exists or (target_filter and self.holds_none(
+                layer, name, target_filter, files, keys_of=source.select(*key)))):
+            # nothing to match: an append does the same, faster (new days of a table, a first load, a
+            # stream's batch that shares its first minute with the last one, but for other users)
             return self.append(source, layer, name, columns=columns, txn=txn, properties=properties)
         if not exists:
             self.create(layer, name, source.select(*columns).schema, properties)
@@ -379,13 +381,19 @@ class Lake:
         self.save(source.select(*(columns or source.columns)), layer, name, txn=txn, tag=tag, properties=properties)
         return self.commit_metrics(layer, name, tag)
 
-    def holds_none(self, layer: str, name: str, keys: KeyRange, files: list[dict] | None | object = _UNREAD) -> bool:
-        """No stored row lies in the range: told by every file's statistics where they tell it (read
-        with delta-rs: no Spark job, unless given), else by a query (Delta still skips files by them)."""
+    def holds_none(self, layer: str, name: str, keys: KeyRange, files: list[dict] | None | object = _UNREAD,
+                   keys_of: DataFrame | None = None) -> bool:
+        """No stored row lies in the range (with keys_of, a source's key columns: none in the range has
+        one of its keys): told by every file's statistics where they tell it (read with delta-rs: no
+        Spark job, unless given), else by a query (Delta still skips files by them)."""
         files = self._file_stats(layer, name) if files is _UNREAD else files
         if files is not None and all(keys.excludes(f) for f in files):
             return True
-        return self.read(layer, name).alias("t").where(keys.sql()).isEmpty()
+        stored = self.read(layer, name).alias("t").where(keys.sql())
+        if keys_of is not None:
+            same_key = [F.col(f"t.`{k}`").eqNullSafe(F.col(f"s.`{k}`")) for k in keys_of.columns]
+            stored = stored.join(keys_of.alias("s"), on=same_key, how="left_semi")
+        return stored.isEmpty()
 
     def _file_stats(self, layer: str, name: str) -> list[dict] | None:
         """Min/max statistics of the table's live files (None where delta-rs cannot read them)."""

@@ -95,6 +95,24 @@ def test_rows_no_stored_row_can_match_are_appended_exactly_once(spark, lake):
 
 
 
+def test_a_range_that_meets_stored_rows_with_none_of_their_keys_is_appended(spark, lake):
+    """A stream's batch often begins on the minute the last one ended on, for other users: the ranges
+    meet, no key does, so the batch is appended (one commit, no MERGE)."""
+    schema = "id bigint, t int, v string"
+    lake.merge(spark.createDataFrame([(1, 10, "a"), (2, 10, "b")], schema), "t", "k", ("id", "t"))
+    batch = spark.createDataFrame([(3, 10, "c"), (1, 11, "d")], schema)
+    metrics = lake.merge(batch, "t", "k", ("id", "t"), update="t.v <> s.v", txn=Txn("app", 1),
+                         target_filter=KeyRange(bounds=(("t", 10, 11),), values=(("id", (1, 3)),)))
+    assert metrics.inserted == 2
+    assert _history(lake, "k", 1) == [("WRITE", "app@1")]
+    assert _rows(lake, "k") == [(1, 10, "a"), (1, 11, "d"), (2, 10, "b"), (3, 10, "c")]
+    # replayed: found again, nothing twice
+    version = lake.version("t", "k")
+    assert lake.merge(batch, "t", "k", ("id", "t"), update="t.v <> s.v", txn=Txn("app", 1),
+                      target_filter=KeyRange(bounds=(("t", 10, 11),), values=(("id", (1, 3)),))).inserted == 2
+    assert lake.version("t", "k") == version
+
+
 def _history(lake, name, n):
     return [(c["operation"], c["userMetadata"]) for c in lake.history("t", name, n)][::-1]
 
