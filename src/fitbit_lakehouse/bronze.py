@@ -119,6 +119,7 @@ def start_bronze(spark, settings: Settings, trigger: str | None = None, topic_id
               .writeStream.format("delta")
               .queryName(settings.get("bronze.query_name"))
               .outputMode("append")
+              .option("maxRecordsPerFile", settings.get("bronze.max_records_per_file"))
               .option("checkpointLocation", lake.checkpoint("bronze", BRONZE_EVENTS))
               .trigger(**trigger_of(settings, "bronze", trigger)))
     return lake.start_sink(writer, "bronze", BRONZE_EVENTS)
@@ -165,7 +166,9 @@ def run_bronze(spark, settings: Settings, trigger: str | None = None, topic_id: 
                 raise
             log.warning("bronze: the batch left by a crash is done; starting the query again (SPARK-57438)")
     after = lake.version("bronze", BRONZE_EVENTS)
-    result = {"records": lake.rows_added("bronze", BRONZE_EVENTS, before),
-              "batches": (after or 0) - (before if before is not None else -1) if after is not None else 0}
+    commits = lake.history("bronze", BRONZE_EVENTS, after - (-1 if before is None else before)) \
+        if after is not None and after != before else []
+    result = {"records": lake.rows_added("bronze", BRONZE_EVENTS, before),   # micro-batches, not the table's creation
+              "batches": sum(c["operation"] == "STREAMING UPDATE" for c in commits)}
     log.info("bronze: %s", result)
     return result
