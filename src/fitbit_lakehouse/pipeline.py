@@ -360,6 +360,7 @@ def _stream(settings: Settings) -> None:
     from .spark import get_spark, trigger_of
     from .tables import Lake
 
+    settings = settings.with_overrides(**(settings.get("stream.settings") or {}))   # a stream's batch bounds
     ensure_broker(settings)
     topic_id = ensure_topics(settings).get(settings.events_topic)
     spark = get_spark(settings)

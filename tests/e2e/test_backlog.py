@@ -1,7 +1,8 @@
-"""A backlog of one-record messages (what a paced replay or a live feed sends) is taken in micro-batches
-bounded by what they hold, not by how many messages or bronze files carry it: under `make stream` the
-former bounds (1,000 messages per bronze trigger, 6 bronze files per silver batch) held a 10-user
-replay to about 100 records a second, and the stream fell further behind for as long as it ran.
+"""Under `make stream`'s settings, a backlog of one-record messages (what a paced replay or a live feed
+sends) is taken in micro-batches bounded by what they hold, not by how many messages or bronze files
+carry it: with the batch steps' bounds (1,000 messages per bronze trigger, 6 bronze files per silver
+batch) a 10-user replay got about 100 records a second through, and the stream fell further behind for
+as long as it ran. The steps run here with availableNow, which takes the same bounds per micro-batch.
 
 Real broker, Spark and Delta; the record counts come from the CSV.
 """
@@ -52,6 +53,7 @@ def test_a_backlog_of_one_record_messages_is_taken_by_bytes_not_by_messages_or_f
         "kafka.bootstrap_servers": broker.bootstrap_servers, "kafka.events_topic": "e2e_backlog",
         "kafka.alerts_topic": "e2e_backlog_alerts", "producer.records_per_message": 1,
         "bronze.max_records_per_file": per_file})
+    settings = settings.with_overrides(**settings.get("stream.settings"))   # the bounds of `make stream`
     assert pipeline.produce_step(settings)["messages"] == records > 1000   # more than the former bound
 
     # bronze: every message in one micro-batch, written in files of at most max_records_per_file
