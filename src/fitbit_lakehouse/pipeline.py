@@ -353,7 +353,7 @@ def _stream(settings: Settings) -> None:
     from .alerts import publish_alerts
     from pyspark.errors import StreamingQueryException
 
-    from .bronze import hit_kafka_metrics_bug, start_bronze
+    from .bronze import BRONZE_EVENTS, hit_kafka_metrics_bug, start_bronze
     from .gold import run_gold
     from .kafka_broker import ensure_broker, ensure_topics
     from .silver import INGEST_LOG, INGEST_LOG_SCHEMA, start_silver
@@ -385,6 +385,8 @@ def _stream(settings: Settings) -> None:
     stop_asked = threading.Event()
     previous_handler = signal.signal(signal.SIGINT, lambda *_: stop_asked.set())
     print("Streaming bronze, silver and gold (with goal alerts); Ctrl-C stops.", flush=True)
+    status_every_s, since = float(settings.get("stream.status_every_s") or 0), ""
+    next_status = time.monotonic() + status_every_s
     try:
         while not stop_asked.is_set():
             try:
@@ -396,11 +398,55 @@ def _stream(settings: Settings) -> None:
                 log.warning("bronze: the batch left by a crash is done; starting the query again (SPARK-57438)")
                 spark.streams.resetTerminated()
                 queries[0] = start_bronze(spark, settings, "processingTime", topic_id)
+            if status_every_s and time.monotonic() >= next_status:
+                progress = {name: [json.loads(p.json) for p in query.recentProgress]
+                            for name, query in zip(("bronze", "silver", "gold"), queries)}
+                read_versions = {"silver": lake.version("bronze", BRONZE_EVENTS), "gold": lake.version("silver", INGEST_LOG)}
+                line, since = stream_status(progress, since, read_versions)
+                print(line, flush=True)
+                next_status = time.monotonic() + status_every_s
     finally:
         if stop_asked.is_set():
             print("Stopping: each query after the micro-batch it is in.", flush=True)
         _stop_between_batches(queries, float(settings.get("stream.stop_wait_s")))
         signal.signal(signal.SIGINT, previous_handler)
+
+
+def stream_status(progress: dict[str, list[dict]], since: str = "",
+                  read_versions: dict[str, int | None] | None = None) -> tuple[str, str]:
+    """One line on what the queries of `make stream` (bronze, silver, gold: their recent progress
+    updates, as JSON) took since `since` (a progress timestamp, "" for all) and what still waits for
+    them (read_versions: the latest version of the Delta table a query reads); and the newest timestamp,
+    for the next line. A stream that falls behind shows it here: what waits grows from line to line."""
+    took, waiting, newest = [], [], since
+    for name, updates in progress.items():
+        new = [p for p in updates if p["timestamp"] > since and int(p["numInputRows"]) > 0]
+        newest = max([newest, *(p["timestamp"] for p in updates)])
+        rows = sum(int(p["numInputRows"]) for p in new)
+        took.append(f"{name} {_count(len(new), 'update')}" if name == "gold" else   # its input: ingest-log rows
+                    f"{name} {_count(rows, 'message' if name == 'bronze' else 'record')} in "
+                    f"{_count(len(new), 'micro-batch')}")
+        source = (updates[-1].get("sources") or [{}])[0] if updates else {}
+        if source.get("description", "").startswith("Kafka"):   # messages not read yet
+            latest, end = (_json_of(source.get(key)) for key in ("latestOffset", "endOffset"))
+            behind = sum(int(offset) - int(end.get(topic, {}).get(partition, 0))
+                         for topic, partitions in latest.items() for partition, offset in partitions.items())
+            waiting.append(f"{_count(behind, 'message')} in Kafka")
+        elif source and (read_versions or {}).get(name) is not None:   # Delta: commits not read yet
+            end = _json_of(source.get("endOffset"))
+            partly = end.get("index", -1) != -1   # within a version (a first snapshot): it is not done
+            behind = max(0, read_versions[name] - end.get("reservoirVersion", -1)) + partly
+            waiting.append(f"{_count(behind, 'commit')} for {name}")
+    return f"stream: {', '.join(took)}; waiting: {', '.join(waiting) or 'nothing'}", newest
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "es" if noun.endswith("h") else "s")
+
+
+def _json_of(value) -> dict:
+    """An offset of a progress update: JSON in the JVM's progress, text where Python renders it."""
+    return value if isinstance(value, dict) else json.loads(value or "{}")
 
 
 def _stop_between_batches(queries, wait_s: float) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,7 +75,8 @@ def test_gold_follows_the_stream_and_a_later_day_shows_up(base_settings, broker,
     compact_early = {**base_settings.get("stream.delta_conf"), "spark.databricks.delta.autoCompact.minNumFiles": 2}
     overrides = {"kafka.events_topic": "e2e_stream_events", "kafka.alerts_topic": "e2e_stream_alerts",
                  "bronze.processing_time": "2 seconds", "silver.processing_time": "2 seconds",
-                 "gold.processing_time": "2 seconds", "spark.shuffle_partitions": 2, "stream.delta_conf": compact_early}
+                 "gold.processing_time": "2 seconds", "spark.shuffle_partitions": 2, "stream.delta_conf": compact_early,
+                 "stream.status_every_s": 3}
     settings = base_settings.with_overrides(**{"paths.raw_dir": str(raw), "paths.lake_dir": str(lake),
                                                "kafka.bootstrap_servers": broker.bootstrap_servers, **overrides})
     env = dict(os.environ, FITBIT_LAKE_DIR=str(lake), FITBIT_RAW_DIR=str(raw), FITBIT_USER_KEY_SECRET=SECRET,
@@ -97,6 +99,11 @@ def test_gold_follows_the_stream_and_a_later_day_shows_up(base_settings, broker,
         assert summary.rows == len(later_day)
         expected = _expected_kpi(pd.concat([first_days, later_day]), min_steps)
         _wait_until(lambda: _kpi(lake) == expected, 300, "the later day in kpi_daily_wellness", proc, output)
+        # the status lines account for every record silver took, and end with nothing waiting
+        sent = len(first_days) + len(later_day)
+        _wait_until(lambda: _silver_taken(output) == sent and _waiting(output) == "0 messages in Kafka, 0 commits for "
+                    "silver, 0 commits for gold", 30, "status lines that count every record",
+                    proc, output)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -113,6 +120,18 @@ def test_gold_follows_the_stream_and_a_later_day_shows_up(base_settings, broker,
     assert not noise, "".join(output)
     _assert_compacted_and_counted_once(lake, sent=len(first_days) + len(later_day),
                                        keys=len(pd.concat([first_days, later_day])[["Id", "ActivityDate"]].drop_duplicates()))
+
+
+def _silver_taken(output: list[str]) -> int:
+    """Records silver took, summed over the stream's status lines."""
+    return sum(int(m.group(1).replace(",", "")) for line in output
+               if (m := re.search(r", silver ([\d,]+) records in", line)))
+
+
+def _waiting(output: list[str]) -> str | None:
+    """What the last status line says still waits."""
+    lines = [line for line in output if line.startswith("stream: ")]
+    return lines[-1].rstrip("\n").split("; waiting: ")[1] if lines else None
 
 
 def _assert_compacted_and_counted_once(lake: Path, sent: int, keys: int) -> None:
