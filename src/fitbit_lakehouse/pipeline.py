@@ -401,7 +401,8 @@ def _stream(settings: Settings) -> None:
             if status_every_s and time.monotonic() >= next_status:
                 progress = {name: [json.loads(p.json) for p in query.recentProgress]
                             for name, query in zip(("bronze", "silver", "gold"), queries)}
-                read_versions = {"silver": lake.version("bronze", BRONZE_EVENTS), "gold": lake.version("silver", INGEST_LOG)}
+                read_versions = {"silver": lake.version("bronze", BRONZE_EVENTS),
+                                 "gold": lake.version("silver", INGEST_LOG)}
                 line, since = stream_status(progress, since, read_versions)
                 print(line, flush=True)
                 next_status = time.monotonic() + status_every_s
