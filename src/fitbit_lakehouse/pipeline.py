@@ -385,7 +385,7 @@ def _stream(settings: Settings) -> None:
     stop_asked = threading.Event()
     previous_handler = signal.signal(signal.SIGINT, lambda *_: stop_asked.set())
     print("Streaming bronze, silver and gold (with goal alerts); Ctrl-C stops.", flush=True)
-    status_every_s, since = float(settings.get("stream.status_every_s") or 0), ""
+    status_every_s, since = float(settings.get("stream.status_every_s") or 0), {}
     next_status = time.monotonic() + status_every_s
     try:
         while not stop_asked.is_set():
@@ -413,16 +413,18 @@ def _stream(settings: Settings) -> None:
         signal.signal(signal.SIGINT, previous_handler)
 
 
-def stream_status(progress: dict[str, list[dict]], since: str = "",
-                  read_versions: dict[str, int | None] | None = None) -> tuple[str, str]:
+def stream_status(progress: dict[str, list[dict]], since: dict[str, str] | None = None,
+                  read_versions: dict[str, int | None] | None = None) -> tuple[str, dict[str, str]]:
     """One line on what the queries of `make stream` (bronze, silver, gold: their recent progress
-    updates, as JSON) took since `since` (a progress timestamp, "" for all) and what still waits for
-    them (read_versions: the latest version of the Delta table a query reads); and the newest timestamp,
-    for the next line. A stream that falls behind shows it here: what waits grows from line to line."""
-    took, waiting, newest = [], [], since
+    updates, as JSON) took since `since` (per query, the newest progress timestamp of the last line)
+    and what still waits for them (read_versions: the latest version of the Delta table a query reads);
+    and the newest timestamps, for the next line. A stream that falls behind shows it here: what waits
+    grows from line to line. Per query, because a timestamp is when a micro-batch began: a long one is
+    reported after other queries' later ones."""
+    took, waiting, newest = [], [], dict(since or {})
     for name, updates in progress.items():
-        new = [p for p in updates if p["timestamp"] > since and int(p["numInputRows"]) > 0]
-        newest = max([newest, *(p["timestamp"] for p in updates)])
+        new = [p for p in updates if p["timestamp"] > newest.get(name, "") and int(p["numInputRows"]) > 0]
+        newest[name] = max([newest.get(name, ""), *(p["timestamp"] for p in updates)])
         rows = sum(int(p["numInputRows"]) for p in new)
         took.append(f"{name} {_count(len(new), 'update')}" if name == "gold" else   # its input: ingest-log rows
                     f"{name} {_count(rows, 'message' if name == 'bronze' else 'record')} in "

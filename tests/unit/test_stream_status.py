@@ -25,13 +25,14 @@ def test_what_each_query_took_since_the_last_line_and_what_waits():
         "silver": [_delta("2026-12-05T10:00:00.000Z", 80_000, 3), _delta("2026-12-05T10:00:12.000Z", 2_000, 5)],
         "gold": [_delta("2026-12-05T10:00:15.000Z", 14, 7, index=2)],
     }
-    line, newest = stream_status(progress, since="2026-12-05T10:00:05.000Z",
-                                 read_versions={"silver": 9, "gold": 7})
+    last_line = {name: "2026-12-05T10:00:05.000Z" for name in progress}
+    line, newest = stream_status(progress, since=last_line, read_versions={"silver": 9, "gold": 7})
     # bronze: one update with input after `since` (the idle one is no micro-batch); Kafka: 200 + 10 behind;
     # silver: bronze versions 6 to 9 unread; gold: version 7 partly read
     assert line == ("stream: bronze 1,500 messages in 1 micro-batch, silver 2,000 records in 1 micro-batch, "
                     "gold 1 update; waiting: 210 messages in Kafka, 4 commits for silver, 1 commit for gold")
-    assert newest == "2026-12-05T10:00:20.000Z"
+    assert newest == {"bronze": "2026-12-05T10:00:20.000Z", "silver": "2026-12-05T10:00:12.000Z",
+                      "gold": "2026-12-05T10:00:15.000Z"}
     # the next line counts from there: nothing new
     line, _ = stream_status(progress, since=newest, read_versions={"silver": 5, "gold": 7})
     assert line.startswith("stream: bronze 0 messages in 0 micro-batches, silver 0 records in 0 micro-batches, "
@@ -41,4 +42,14 @@ def test_what_each_query_took_since_the_last_line_and_what_waits():
 def test_before_any_progress_nothing_is_said_to_wait():
     line, newest = stream_status({"bronze": [], "silver": [], "gold": []}, read_versions={"silver": None, "gold": None})
     assert line == ("stream: bronze 0 messages in 0 micro-batches, silver 0 records in 0 micro-batches, "
-                    "gold 0 updates; waiting: nothing") and newest == ""
+                    "gold 0 updates; waiting: nothing") and newest == {"bronze": "", "silver": "", "gold": ""}
+
+
+def test_a_long_micro_batch_reported_after_other_queries_later_ones_is_counted():
+    """A progress timestamp is when the micro-batch began: silver's 14 s batch that began at 10:00:01 is
+    reported after bronze's idle update of 10:00:08, which the last line already covered."""
+    first = {"bronze": [_kafka("2026-12-05T10:00:08.000Z", 0, {"t": {"0": 5}}, {"t": {"0": 5}})], "silver": []}
+    _, since = stream_status(first, read_versions={"silver": 1})
+    later = {"bronze": first["bronze"], "silver": [_delta("2026-12-05T10:00:01.000Z", 8, 1)]}
+    line, _ = stream_status(later, since, read_versions={"silver": 1})
+    assert "silver 8 records in 1 micro-batch" in line
