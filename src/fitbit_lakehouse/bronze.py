@@ -165,10 +165,8 @@ def run_bronze(spark, settings: Settings, trigger: str | None = None, topic_id: 
             if attempt == 3 or not hit_kafka_metrics_bug(exc):
                 raise
             log.warning("bronze: the batch left by a crash is done; starting the query again (SPARK-57438)")
-    after = lake.version("bronze", BRONZE_EVENTS)
-    commits = lake.history("bronze", BRONZE_EVENTS, after - (-1 if before is None else before)) \
-        if after is not None and after != before else []
-    result = {"records": lake.rows_added("bronze", BRONZE_EVENTS, before),   # micro-batches, not the table's creation
+    commits = lake.commits_after("bronze", BRONZE_EVENTS, before)
+    result = {"records": lake.rows_added(commits),   # batches: micro-batches, not the table's creation
               "batches": sum(c["operation"] == "STREAMING UPDATE" for c in commits)}
     log.info("bronze: %s", result)
     return result

@@ -245,12 +245,16 @@ class Lake:
                 return counted
         return self.read(layer, name).count()
 
-    def rows_added(self, layer: str, name: str, after_version: int | None) -> int:
-        """Rows written by the commits after a version (from the commits' metrics, not the data)."""
+    def commits_after(self, layer: str, name: str, after_version: int | None) -> list[dict]:
+        """The commits after a version (None: all of them), newest first, as history() gives them."""
         latest = self.version(layer, name)
         if latest is None or (after_version is not None and latest <= after_version):
-            return 0
-        commits = self.history(layer, name, latest - after_version if after_version is not None else None)
+            return []
+        return self.history(layer, name, latest - after_version if after_version is not None else None)
+
+    @staticmethod
+    def rows_added(commits: list[dict]) -> int:
+        """Rows these commits wrote (from their metrics, not the data)."""
         return sum(WriteMetrics.of_commit(c["operation"], c["operationMetrics"]).inserted for c in commits)
 
     # --- writing --------------------------------------------------------------------------

@@ -24,12 +24,13 @@ def _rows(path) -> int:
     return sum(1 for line in path.read_text().splitlines()[1:] if line.strip())
 
 
-def _file_records(table) -> list[int]:
-    """Records of each live file of a Delta table (from its add actions' statistics)."""
+def _live_files(table) -> tuple[list[int], list[int]]:
+    """Records and bytes of each live file of a Delta table (from its add actions)."""
     from deltalake import DeltaTable
 
     actions = DeltaTable(str(table)).get_add_actions(flatten=True)
-    return [int(n) for n in actions.column("num_records").to_pylist()]
+    return ([int(n) for n in actions.column("num_records").to_pylist()],
+            [int(n) for n in actions.column("size_bytes").to_pylist()])
 
 
 def _silver_batches(lake) -> list[int]:
@@ -59,7 +60,7 @@ def test_a_backlog_of_one_record_messages_is_taken_by_bytes_not_by_messages_or_f
     # bronze: every message in one micro-batch, written in files of at most max_records_per_file
     assert pipeline.bronze_step(settings)["batches"] == 1
     bronze = settings.lake_dir / "bronze" / "events"
-    files = _file_records(bronze)
+    files, sizes = _live_files(bronze)
     assert sum(files) == records and len(files) >= 12 and max(files) <= per_file
 
     # silver: those small files are far below max_bytes_per_trigger, so one micro-batch takes them all
@@ -67,9 +68,6 @@ def test_a_backlog_of_one_record_messages_is_taken_by_bytes_not_by_messages_or_f
     assert _silver_batches(settings.lake_dir) == [records]
 
     # and the bytes bound holds where it binds: a third of bronze's bytes per micro-batch
-    from deltalake import DeltaTable
-
-    sizes = DeltaTable(str(bronze)).get_add_actions(flatten=True).column("size_bytes").to_pylist()
     bounded = settings.with_overrides(**{"paths.lake_dir": str(test_root / "backlog_bounded"),
                                          "silver.max_bytes_per_trigger": str(sum(sizes) // 3)})
     shutil.copytree(bronze, bounded.lake_dir / "bronze" / "events")
