@@ -11,7 +11,7 @@ TEST_WORKERS ?= 2
 -include conf/local.env
 export
 
-.PHONY: help setup browser venv run job backfill dashboard lakeview test test-unit test-e2e test-cluster chaos cluster-up cluster-down spark-up spark-down stream alerts kafka-up kafka-down lab export bench clean clean-lake
+.PHONY: help setup browser venv run job backfill dashboard lakeview test test-unit test-e2e test-cluster chaos cluster-up cluster-down spark-up spark-down stream vacuum alerts kafka-up kafka-down lab export bench clean clean-lake
 
 help:
 	@echo "make run         the five notebooks headless on FITBIT_RAW_DIR (synthetic data when empty)"
@@ -21,6 +21,7 @@ help:
 	@echo "make backfill FROM=2016-04-12 TO=2016-04-20   rebuild gold for a date range, then insights"
 	@echo "make chaos       kill -9 every writer after each of its first commits, restart, compare (long; table in docs/chaos.md)"
 	@echo "make stream      bronze, silver and gold running continuously"
+	@echo "make vacuum      delete the table files no version of the last 7 days uses (a long stream's lake stays small)"
 	@echo "make dashboard   live web dashboard over gold (Streamlit), refreshing while make stream runs"
 	@echo "make lakeview    rebuild the Databricks Lakeview dashboard JSON from sql/queries"
 	@echo "make kafka-up    start the local Kafka broker / make kafka-down stops it"
@@ -92,6 +93,9 @@ cluster-down: venv
 
 stream: setup
 	$(PY) -m fitbit_lakehouse stream
+
+vacuum: venv
+	@$(PY) -m fitbit_lakehouse vacuum
 
 alerts: setup
 	$(PY) -m fitbit_lakehouse alerts

@@ -5,6 +5,7 @@ import argparse
 import logging
 import json
 import sys
+import time
 from datetime import date
 
 
@@ -40,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     dash = sub.add_parser("dashboard", help="the live web dashboard over gold (Streamlit; Ctrl-C stops)")
     dash.add_argument("--port", type=int, help="overrides dashboard.port")
     sub.add_parser("stream", help="bronze, silver and gold running continuously (Ctrl-C stops)")
+    vac = sub.add_parser("vacuum", help="delete the files of the lake's tables that no version within the "
+                         "retention uses (make vacuum)")
+    vac.add_argument("--retain-hours", type=int, help="the retention (default: maintenance.vacuum_retain_hours, 168)")
+    vac.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    vac.add_argument("--force", action="store_true", help="allow a retention under the tables' own; holds every "
+                     "step's lock meanwhile, so stop make stream first")
     lb = sub.add_parser("lab", help="JupyterLab on notebooks/ with the project's kernel (make lab)")
     lb.add_argument("--port", type=int)
     lb.add_argument("--token", help="the server's token (default: a random one, printed)")
@@ -62,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from .bundle import BundleError
     from .cluster import ClusterError
     from .kafka_broker import BrokerError
+    from .maintenance import VacuumRefused
     from .maven import SetupError
     from .pipeline import LakeBusy, RunInterrupted, StepFailed, settings_from_params
     from .privacy import PrivacyError
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args, settings)
     except (BrokerError, BundleError, ClusterError, DataLossError, LakeBusy, NoInput, PrivacyError, SetupError,
-            StepFailed, ReconciliationError) as exc:
+            StepFailed, ReconciliationError, VacuumRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as exc:
@@ -148,6 +156,16 @@ def _dispatch(args, settings) -> int:
         consume_alerts(settings, from_beginning=not args.latest)
     elif args.command == "stream":
         pipeline.stream(settings)
+    elif args.command == "vacuum":
+        from .maintenance import summary_line, vacuum_lake
+
+        started = time.monotonic()
+        hours = args.retain_hours if args.retain_hours is not None else int(settings.get("maintenance.vacuum_retain_hours"))
+        results = vacuum_lake(settings, hours, dry_run=args.dry_run, force=args.force)
+        print(summary_line(results, hours, args.dry_run, time.monotonic() - started))
+        for result in results:
+            if result.kept_because:
+                print(f"  kept {result.table}: {result.kept_because}")
     elif args.command == "lab":
         from .lab import lab
 

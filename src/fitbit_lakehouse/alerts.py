@@ -35,13 +35,18 @@ def alert_message(row) -> tuple[bytes, bytes]:
     return f"{row['user_key']}|{row['date_key']}".encode(), json.dumps(value).encode()
 
 
+def published_version_file(settings: Settings):
+    """Where the publisher notes the goal_alerts version it has published up to."""
+    return settings.checkpoints_dir / "alerts" / "published_version.json"
+
+
 def publish_alerts(spark, settings: Settings) -> int:
     """Send the alerts added to gold/goal_alerts since the last publish; returns how many were sent."""
     lake = Lake(spark, settings)
     version = lake.version("gold", GOAL_ALERTS)
     if version is None:
         return 0
-    note = settings.checkpoints_dir / "alerts" / "published_version.json"
+    note = published_version_file(settings)
     noted = json.loads(note.read_text())["version"] if note.exists() else -1
     if version <= noted:
         return 0

@@ -488,7 +488,8 @@ def _changed(columns, key) -> str:
 
 # --- runs --------------------------------------------------------------------------------
 
-def _state_file(settings: Settings):
+def silver_versions_file(settings: Settings):
+    """Where gold keeps the silver versions it has read (its change feed is read from the next one)."""
     return settings.checkpoints_dir / "gold" / "silver_versions.json"
 
 
@@ -563,7 +564,7 @@ def run_gold(spark, settings: Settings, start: date | None = None, end: date | N
     lake = Lake(spark, settings)
     if not lake.exists("silver", IDENTITY):
         raise RuntimeError("No silver table yet: run 03_silver first")
-    state = _state_file(settings)
+    state = silver_versions_file(settings)
     since = json.loads(state.read_text()) if state.exists() else {}
     rebuild_all = _upgrade_layout(lake, settings)
     if rebuild_all or start is not None or end is not None:

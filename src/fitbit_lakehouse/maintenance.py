@@ -1,0 +1,202 @@
+"""`make vacuum`: delete the files of the lake's Delta tables that no version within the retention uses.
+
+Every MERGE, overwrite and compaction leaves the files it replaced on disk, for time travel and for the
+readers still behind; a lake that runs for weeks (`make stream`, a daily job) keeps growing with them.
+VACUUM deletes them once older than the retention (`maintenance.vacuum_retain_hours`, Delta's 7 days by
+default). delta-rs does it from the tables' logs, without Spark; its full mode, like Spark's VACUUM,
+also deletes files no commit names (a write killed before its commit) and the change data files of
+old commits.
+
+A reader of this lake that has not yet read some commits (gold, which reads silver's change feed from
+the versions it last read; the alerts publisher, gold/goal_alerts' feed; a streaming query, its source
+table from its checkpoint's offset) may need files those commits replaced. A table whose unread commits
+are older than the retention is therefore left as it is, with a line that says which reader to run.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+
+LAYERS = ("bronze", "silver", "gold")
+
+
+class VacuumRefused(RuntimeError):
+    """A retention under the tables' own without --force, or a vacuum this lake cannot take."""
+
+
+@dataclass(frozen=True)
+class Unread:
+    version: int    # the oldest version of the table the reader has not read yet
+    reader: str     # who, in words
+    catch_up: str   # what brings it up to date
+
+
+@dataclass
+class TableVacuum:
+    table: str                 # layer/name
+    files: int = 0
+    bytes: int = 0
+    kept_because: str = ""     # why the table was left as it is
+
+
+def delta_tables(lake_dir: Path) -> list[Path]:
+    return sorted(p.parent for layer in LAYERS for p in (lake_dir / layer).glob("*/_delta_log"))
+
+
+def unread_commits(settings: Settings) -> dict[str, Unread]:
+    """layer/name -> the oldest version a reader of this lake has not read (where one is behind)."""
+    found: dict[str, Unread] = {}
+
+    def note(table: str, unread: Unread) -> None:
+        if table not in found or unread.version < found[table].version:
+            found[table] = unread
+
+    from .alerts import published_version_file
+    from .gold import silver_versions_file
+
+    checkpoints = settings.checkpoints_dir
+    gold_state = silver_versions_file(settings)
+    if gold_state.exists():
+        for table, version in json.loads(gold_state.read_text()).items():
+            note(f"silver/{table}", Unread(version + 1, "gold", "run gold (make run)"))
+    published = published_version_file(settings)
+    if published.exists():
+        note("gold/goal_alerts", Unread(json.loads(published.read_text())["version"] + 1,
+                                        "the alerts publisher", "run gold (make run)"))
+    ids = {}
+    for path in delta_tables(settings.lake_dir):
+        try:
+            ids[_table(path).metadata().id] = f"{path.parent.name}/{path.name}"
+        except Exception:   # noqa: BLE001 - a table delta-rs cannot open is not vacuumed either
+            continue
+    for offsets in sorted(checkpoints.rglob("offsets")):
+        query = offsets.parent
+        for source in _next_offsets(query):
+            table = ids.get(source.get("reservoirId"))
+            if table is not None:
+                note(table, Unread(int(source["reservoirVersion"]),
+                                   f"the streaming query of {query.relative_to(checkpoints)}",
+                                   "run that step (make run, or make stream)"))
+    return found
+
+
+def _next_offsets(query: Path) -> list[dict]:
+    """The source offsets a streaming query goes on from: those of its last committed micro-batch, or
+    of its first when none committed yet (a Delta source's reservoirVersion is where it reads next)."""
+    def batches(folder: str) -> list[int]:
+        return sorted(int(p.name) for p in (query / folder).glob("*") if p.name.isdigit())
+
+    committed, planned = batches("commits"), batches("offsets")
+    if not planned:
+        return []
+    batch = committed[-1] if committed and committed[-1] in planned else planned[0]
+    lines = (query / "offsets" / str(batch)).read_text().splitlines()[2:]   # "v1", batch metadata, then one per source
+    return [entry for entry in map(json.loads, lines) if isinstance(entry, dict)]
+
+
+def _table(path: Path):
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(path))
+
+
+def vacuum_lake(settings: Settings, retain_hours: int | None = None, dry_run: bool = False,
+                force: bool = False) -> list[TableVacuum]:
+    """Vacuum every Delta table of the lake; with force, a retention under the tables' own is allowed,
+    and the lake's step locks are held meanwhile (no run or stream may write while it goes)."""
+    from .pipeline import writing
+
+    if settings.get("storage.kind", "path") != "path":
+        raise VacuumRefused("vacuum works on a lake of folders; on Databricks the workspace's predictive "
+                            "optimisation, or VACUUM in SQL, does this")
+    hours = int(settings.get("maintenance.vacuum_retain_hours") if retain_hours is None else retain_hours)
+    with ExitStack() as held:
+        if force and not dry_run:
+            for step in ("produce", "bronze", "silver", "gold", "insights"):
+                held.enter_context(writing(settings, step))
+        cutoff_ms = (time.time() - hours * 3600) * 1000
+        unread = unread_commits(settings)
+        # every table planned before any is vacuumed: a refusal deletes nothing
+        plans = [_plan(path, hours, cutoff_ms, unread, force) for path in delta_tables(settings.lake_dir)]
+        return [plan.result if dry_run or plan.result.kept_because else plan.execute() for plan in plans]
+
+
+@dataclass
+class _Plan:
+    path: Path
+    table: object            # deltalake.DeltaTable
+    hours: int
+    force: bool
+    sizes: dict[str, int]    # the files a vacuum now would delete, and their bytes
+    result: TableVacuum      # what the plan says (a dry run's answer)
+
+    def execute(self) -> TableVacuum:
+        removed = _stale(self.table, self.result.table, self.hours, self.force, dry_run=False)
+        for relative in removed:   # Hadoop's checksum of each file: hidden, so delta-rs leaves it
+            (self.path / relative).with_name(f".{Path(relative).name}.crc").unlink(missing_ok=True)
+        return _counted(self.result.table, removed, self.sizes)
+
+
+def _plan(path: Path, hours: int, cutoff_ms: float, unread: dict[str, Unread], force: bool) -> _Plan:
+    name = f"{path.parent.name}/{path.name}"
+    table = _table(path)
+    behind = unread.get(name)
+    if behind is not None and behind.version <= table.version():
+        written = _commit_time_ms(path, behind.version)
+        if written is None or written < cutoff_ms:
+            return _Plan(path, table, hours, force, {}, TableVacuum(
+                name, kept_because=f"{behind.reader} has not read its commits from version {behind.version} "
+                f"on: {behind.catch_up} first"))
+    sizes = {f: (path / f).stat().st_size for f in _stale(table, name, hours, force, dry_run=True) if (path / f).exists()}
+    return _Plan(path, table, hours, force, sizes, _counted(name, list(sizes), sizes))
+
+
+def _stale(table, name: str, hours: int, force: bool, dry_run: bool) -> list[str]:
+    """The files delta-rs's full vacuum deletes (or would): those no version within the retention
+    names, and those no commit names at all, once older than the retention."""
+    try:
+        return table.vacuum(retention_hours=hours, dry_run=dry_run, enforce_retention_duration=not force, full=True)
+    except Exception as exc:   # noqa: BLE001 - delta-rs's retention check, said in the project's words
+        floor = re.search(r"greater than (\d+) hours", str(exc))
+        if floor is None:
+            raise
+        raise VacuumRefused(
+            f"{hours} h is under the {floor.group(1)} h that {name} keeps (delta.deletedFileRetentionDuration): "
+            "files that young may still be read by a running stream or written by a running step; stop them "
+            "(make stream, make run) and pass --force to go below it") from None
+
+
+def _counted(name: str, removed: list[str], sizes: dict[str, int]) -> TableVacuum:
+    data = [f for f in removed if not Path(f).name.startswith(".")]   # without checksum files
+    return TableVacuum(name, files=len(data), bytes=sum(sizes.get(f, 0) for f in data))
+
+
+def _commit_time_ms(path: Path, version: int) -> int | None:
+    """When a version was committed (None when its commit file is gone: older than the log keeps)."""
+    commit = path / "_delta_log" / f"{version:020d}.json"
+    try:
+        with open(commit) as handle:
+            for line in handle:
+                action = json.loads(line)
+                if "commitInfo" in action:
+                    return int(action["commitInfo"]["timestamp"])
+        return int(commit.stat().st_mtime * 1000)
+    except FileNotFoundError:
+        return None
+
+
+def summary_line(results: list[TableVacuum], hours: int, dry_run: bool, seconds: float) -> str:
+    files, size = sum(r.files for r in results), sum(r.bytes for r in results)
+    if not files:
+        return (f"vacuum: nothing to delete: every file of the {len(results)} tables is used by a version of the "
+                f"last {hours} h ({seconds:.1f} s)")
+    tables = sum(1 for r in results if r.files)
+    verb = "would delete" if dry_run else "deleted"
+    return (f"vacuum: {verb} {files:,} files ({size / 2**20:,.1f} MB) that no table version of the last {hours} h "
+            f"uses, from {tables} of {len(results)} tables, in {seconds:.1f} s")

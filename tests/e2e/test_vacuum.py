@@ -1,0 +1,130 @@
+"""`make vacuum` on a lake the pipeline wrote (real broker, Spark and Delta, change data feed and all):
+it deletes the files that no table version uses and nothing else, leaves a table alone while gold has
+commits of it to read that the vacuum would break, and the pipeline goes on after it.
+
+Expected files come from the tables' logs and the disk; expected figures from the CSV rows sent.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fitbit_lakehouse import pipeline
+from fitbit_lakehouse.privacy import user_key, user_key_secret
+from tests.conftest import MONTH2_SLICE
+
+pytestmark = pytest.mark.e2e
+
+DAILY = "dailyActivity_merged.csv"
+
+
+def _write(path: Path, header: list[str], rows: pd.DataFrame, append: bool = True) -> None:
+    with open(path, "a" if append else "w", newline="") as handle:
+        if not append:
+            handle.write(",".join(header) + "\r\n")
+        handle.write("".join(",".join(r) + "\r\n" for r in rows.itertuples(index=False)))
+
+
+def _later_sync(rows: pd.DataFrame) -> pd.DataFrame:
+    """The same user-days synced again later, with more steps: they win (the merge rules)."""
+    more = rows.copy()
+    more["TotalSteps"] = (more["TotalSteps"].astype(int) + 500).astype(str)
+    return more
+
+
+def _tables(lake: Path) -> list[Path]:
+    return sorted(p.parent for p in lake.glob("*/*/_delta_log"))
+
+
+def _data_files(table: Path) -> set[str]:
+    return {str(f.relative_to(table)) for f in table.rglob("*") if f.is_file()
+            and "_delta_log" not in f.parts and not f.name.startswith(".")}
+
+
+def _live(table: Path) -> set[str]:
+    from deltalake import DeltaTable
+
+    return {str(Path(u).relative_to(table)) for u in DeltaTable(str(table)).file_uris()}
+
+
+def _rows(table: Path) -> list:
+    from deltalake import DeltaTable
+
+    frame = DeltaTable(str(table)).to_pandas()
+    return sorted(map(repr, frame.itertuples(index=False, name=None)))
+
+
+def _vacuum(lake: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FITBIT_LAKE_DIR=str(lake))
+    out = subprocess.run([sys.executable, "-m", "fitbit_lakehouse", "vacuum", "--retain-hours", "0", "--force"],
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def _kpi_steps(lake: Path) -> dict:
+    from deltalake import DeltaTable
+
+    frame = DeltaTable(str(lake / "gold" / "kpi_daily_wellness")).to_pandas(columns=["user_key", "date_key", "total_steps"])
+    return {(u, int(d)): int(s) for u, d, s in frame.itertuples(index=False, name=None)}
+
+
+def _expected_kpi_steps(sent: pd.DataFrame, secret: str, min_steps: int) -> dict:
+    """Per user-day the summary with the most steps (the merge rules), valid days only."""
+    steps = sent.assign(steps=sent["TotalSteps"].astype(int)).groupby(["Id", "ActivityDate"])["steps"].max()
+    return {(user_key(int(i), secret), int(pd.to_datetime(d, format="%m/%d/%Y").strftime("%Y%m%d"))): int(s)
+            for (i, d), s in steps.items() if s >= min_steps}
+
+
+def test_vacuum_deletes_only_unused_files_keeps_what_gold_has_not_read_and_the_pipeline_goes_on(
+        base_settings, broker, spark, test_root):
+    source = pd.read_csv(MONTH2_SLICE / DAILY, dtype=str, keep_default_na=False)
+    days = sorted(set(source["ActivityDate"]), key=lambda d: pd.to_datetime(d, format="%m/%d/%Y"))
+    day = {i: source[source["ActivityDate"] == days[i]] for i in range(4)}
+    raw, lake = test_root / "vacuum_raw", test_root / "vacuum_lake"
+    raw.mkdir()
+    settings = base_settings.with_overrides(**{
+        "paths.raw_dir": str(raw), "paths.lake_dir": str(lake), "kafka.bootstrap_servers": broker.bootstrap_servers,
+        "kafka.events_topic": "e2e_vacuum", "kafka.alerts_topic": "e2e_vacuum_alerts"})
+    secret, min_steps = user_key_secret(settings), int(settings.get("kpi.valid_day_min_steps"))
+    sent = []
+
+    def deliver(rows: pd.DataFrame, *steps: str) -> None:
+        _write(raw / DAILY, list(source.columns), rows, append=bool(sent))
+        sent.append(rows)
+        for step in steps:
+            getattr(pipeline, f"{step}_step")(settings)
+
+    deliver(pd.concat([day[0], day[1]]), "produce", "bronze", "silver", "gold")
+    # later syncs reach silver, which rewrites the files that held those user-days; gold has not run
+    deliver(pd.concat([_later_sync(day[0]), day[2]]), "produce", "bronze", "silver")
+    deliver(_later_sync(day[2]), "produce", "bronze", "silver")
+    silver = lake / "silver" / "daily_activity"
+    replaced = _data_files(silver) - _live(silver)
+    assert replaced   # files (and change data) that gold's next read of silver's change feed needs
+
+    out = _vacuum(lake)
+    assert "kept silver/daily_activity: gold has not read" in out.stdout, out.stdout
+    assert _data_files(silver) - _live(silver) == replaced
+    pipeline.gold_step(settings)   # reads the change feed of those commits
+    assert _kpi_steps(lake) == _expected_kpi_steps(pd.concat(sent), secret, min_steps)
+
+    # now nothing is behind: every file no version uses goes, every row stays
+    tables = _tables(lake)
+    unused = {t: _data_files(t) - _live(t) for t in tables}
+    rows = {t: _rows(t) for t in tables}
+    assert unused[silver] and unused[lake / "gold" / "kpi_daily_wellness"]
+    out = _vacuum(lake)
+    assert f"deleted {sum(map(len, unused.values())):,} files" in out.stdout, out.stdout
+    for table in tables:
+        assert _data_files(table) == _live(table), table
+        assert _rows(table) == rows[table], table
+
+    # and the next day goes through every step on the vacuumed lake
+    deliver(day[3], "produce", "bronze", "silver", "gold")
+    assert _kpi_steps(lake) == _expected_kpi_steps(pd.concat(sent), secret, min_steps)

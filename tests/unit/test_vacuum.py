@@ -1,0 +1,134 @@
+"""`make vacuum` on tables written with delta-rs (no Spark): what it deletes, what it keeps and why.
+The files expected gone are found from the tables' own logs and the disk, not from the vacuum."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fitbit_lakehouse.alerts import published_version_file
+from fitbit_lakehouse.gold import silver_versions_file
+from fitbit_lakehouse.maintenance import VacuumRefused, unread_commits, vacuum_lake
+from fitbit_lakehouse.pipeline import LakeBusy, writing
+
+
+def _table(lake: Path, name: str, versions: int) -> Path:
+    """A table overwritten `versions` times: every version but the last leaves its file behind."""
+    from deltalake import write_deltalake
+
+    path = lake / name
+    for v in range(versions):
+        write_deltalake(str(path), pd.DataFrame({"k": [v, v + 1], "x": [f"v{v}", "y"]}), mode="overwrite")
+    return path
+
+
+def _data_files(path: Path) -> set[str]:
+    """Files on disk a reader of some version could use: all but the log and hidden files."""
+    return {str(f.relative_to(path)) for f in path.rglob("*") if f.is_file()
+            and "_delta_log" not in f.parts and not f.name.startswith(".")}
+
+
+def _live(path: Path) -> set[str]:
+    from deltalake import DeltaTable
+
+    return {str(Path(u).relative_to(path)) for u in DeltaTable(str(path)).file_uris()}
+
+
+def _rows(path: Path) -> list:
+    from deltalake import DeltaTable
+
+    return sorted(DeltaTable(str(path)).to_pandas().itertuples(index=False, name=None))
+
+
+@pytest.fixture
+def settings(base_settings, tmp_path):
+    return base_settings.with_overrides(**{"paths.lake_dir": str(tmp_path)})
+
+
+def test_only_files_no_version_within_the_retention_uses_are_deleted(settings):
+    lake = settings.lake_dir
+    table = _table(lake, "silver/daily_activity", 3)
+    # a write killed before its commit leaves a file no commit names, and Hadoop's checksum beside it
+    orphan = table / "part-99999-killed-write.snappy.parquet"
+    orphan.write_bytes((table / sorted(_live(table))[0]).read_bytes())
+    (table / f".{orphan.name}.crc").write_bytes(b"crc")
+    stale = _data_files(table) - _live(table)
+    assert len(stale) == 3   # two replaced files and the orphan
+    rows, stale_bytes = _rows(table), sum((table / f).stat().st_size for f in stale)
+
+    planned = vacuum_lake(settings, retain_hours=0, dry_run=True, force=True)
+    assert [(r.table, r.files) for r in planned] == [("silver/daily_activity", 3)]
+    assert _data_files(table) - _live(table) == stale   # a dry run deletes nothing
+
+    done = vacuum_lake(settings, retain_hours=0, force=True)
+    assert (done[0].files, done[0].bytes) == (3, stale_bytes)
+    assert _data_files(table) == _live(table) and _rows(table) == rows
+    assert not (table / f".{orphan.name}.crc").exists()
+
+
+def test_the_default_retention_keeps_files_replaced_just_now(settings):
+    table = _table(settings.lake_dir, "gold/dim_user", 3)
+    before = _data_files(table)
+    (result,) = vacuum_lake(settings)   # maintenance.vacuum_retain_hours: Delta's 7 days
+    assert result.files == 0 and _data_files(table) == before
+
+
+def test_a_retention_under_the_tables_own_needs_force(settings):
+    _table(settings.lake_dir, "gold/dim_user", 2)
+    with pytest.raises(VacuumRefused, match="--force"):
+        vacuum_lake(settings, retain_hours=1)
+
+
+def test_force_waits_for_no_running_step(settings):
+    _table(settings.lake_dir, "gold/dim_user", 2)
+    with writing(settings, "silver"), pytest.raises(LakeBusy, match="silver"):
+        vacuum_lake(settings, retain_hours=0, force=True)
+
+
+def _checkpoint(query: Path, offsets: dict[int, dict], committed: list[int]) -> None:
+    for batch, source in offsets.items():
+        (query / "offsets").mkdir(parents=True, exist_ok=True)
+        (query / "offsets" / str(batch)).write_text("v1\n{\"batchWatermarkMs\":0}\n" + json.dumps(source) + "\n")
+    for batch in committed:
+        (query / "commits").mkdir(parents=True, exist_ok=True)
+        (query / "commits" / str(batch)).write_text("v1\n{}\n")
+
+
+def test_readers_behind_are_found_in_gold_alerts_and_stream_checkpoints(settings):
+    from deltalake import DeltaTable
+
+    lake, checkpoints = settings.lake_dir, settings.checkpoints_dir
+    bronze = _table(lake, "bronze/events", 4)
+    _table(lake, "silver/daily_activity", 4)
+    _table(lake, "gold/goal_alerts", 2)
+    for note in (silver_versions_file(settings), published_version_file(settings)):
+        note.parent.mkdir(parents=True)
+    silver_versions_file(settings).write_text(json.dumps({"daily_activity": 1, "sleep_day": 0}))
+    published_version_file(settings).write_text(json.dumps({"version": 0}))
+    source = DeltaTable(str(bronze)).metadata().id
+    # silver's query committed batch 0 (bronze read up to version 2) and planned batch 1 (up to 3)
+    _checkpoint(checkpoints / "silver" / "silver_tables",
+                {0: {"reservoirId": source, "reservoirVersion": 2, "index": -1, "isStartingVersion": False},
+                 1: {"reservoirId": source, "reservoirVersion": 3, "index": -1, "isStartingVersion": False}}, [0])
+    _checkpoint(checkpoints / "bronze" / "events", {0: {"fitbit_wellness_stream": {"0": 5}}}, [0])   # Kafka: not a table
+
+    unread = {table: u.version for table, u in unread_commits(settings).items()}
+    assert unread == {"silver/daily_activity": 2, "silver/sleep_day": 1, "gold/goal_alerts": 1, "bronze/events": 2}
+
+
+def test_a_table_whose_reader_is_behind_past_the_retention_is_kept(settings):
+    lake = settings.lake_dir
+    table = _table(lake, "silver/daily_activity", 3)
+    state = silver_versions_file(settings)
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"daily_activity": 0}))   # gold read version 0, not 1 and 2
+    before = _data_files(table)
+
+    (kept,) = vacuum_lake(settings, retain_hours=0, force=True)
+    assert kept.files == 0 and "gold" in kept.kept_because and _data_files(table) == before
+
+    state.write_text(json.dumps({"daily_activity": 2}))   # gold caught up
+    (done,) = vacuum_lake(settings, retain_hours=0, force=True)
+    assert done.files == 2 and not done.kept_because and _data_files(table) == _live(table)
