@@ -12,6 +12,7 @@ subprocess, on a lake of its own, with its own broker started and stopped by the
 3. The producer on month 2 against Kafka's own Java ProducerPerformance on the same broker.
 4. The synthetic default, three runs.
 4b. Parts 1 and 4 again, every run attached to one kept Spark JVM (`make spark-up`).
+4c. Month 2 a day at a time: a run per new day on one growing lake, then its gold against DuckDB's.
 5. Scaling: synthetic 1x, 3x, 10x the users on local[2] and on `make cluster-up`'s clusters.
 6. Freshness under `make stream` against a bare Kafka -> Delta query (benchmarks/freshness.py).
 7. `make test`, once, as a user runs it (skip with BENCH_TESTS=0).
@@ -316,6 +317,58 @@ def bench_kept_jvm() -> dict:
         spark_server.stop(settings)
 
 
+HISTORY_FIRST_DAYS, HISTORY_DAILY_RUNS = 2, 10
+
+
+def month2_by_day(target: Path) -> tuple[dict[str, tuple[str, list]], list]:
+    """Month 2's files with their lines in day order (the lines byte for byte, a day's in file order),
+    so that a file cut after any day is the previous cut with that day's lines appended, as a daily
+    export grows. Returns name -> (header, [(day, line)]) and the days."""
+    import csv
+    from datetime import datetime as at
+
+    from fitbit_lakehouse.catalogue import kind_of_file
+
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    files = {}
+    for path in sorted(MONTH2.glob("*.csv")):
+        header, *body = path.read_bytes().decode().splitlines(keepends=True)
+        column = next(csv.reader([header])).index(kind_of_file(path).time.source)
+        days = [at.strptime(next(csv.reader([line]))[column].split(" ")[0], "%m/%d/%Y").date() for line in body]
+        order = sorted(range(len(body)), key=lambda i: days[i])
+        files[path.name] = (header, [(days[i], body[i]) for i in order])
+    return files, sorted({day for _, lines in files.values() for day, _ in lines})
+
+
+def bench_history() -> dict:
+    """Month 2 delivered a day at a time, as a daily scheduled run meets it: a first run with its first
+    days, then one run per new day on the same lake. The cost of a run should follow its day's rows,
+    not the days, files and commits the lake already holds; at the end, gold is compared with DuckDB's
+    from the CSVs as they then stand (what the day-by-day runs built against a build from scratch)."""
+    from benchmarks.duckdb_gold import gold_from_csv
+    from fitbit_lakehouse.config import load_settings
+    from fitbit_lakehouse.privacy import user_key, user_key_secret
+
+    raw, lake = WORK / "raw_month2_by_day", WORK / "lake_history"
+    files, days = month2_by_day(raw)
+    shutil.rmtree(lake, ignore_errors=True)
+    runs = []
+    for i in range(HISTORY_DAILY_RUNS + 1):
+        last_day = days[HISTORY_FIRST_DAYS - 1 + i]
+        for name, (header, lines) in files.items():
+            (raw / name).write_text(header + "".join(line for day, line in lines if day <= last_day))
+        run = run_pipeline(lake, raw, f"history_{i}")
+        run["last_day"] = str(last_day)
+        run["silver_files"] = sum(1 for f in (lake / "silver").rglob("*.parquet") if "_delta_log" not in f.parts)
+        run["lake_mb"] = round(sum(p.stat().st_size for p in lake.rglob("*") if p.is_file()) / 2**20)
+        runs.append(run)
+    secret = user_key_secret(load_settings())
+    ids = {int(i) for i in pd.read_csv(raw / "dailyActivity_merged.csv", usecols=["Id"])["Id"]}
+    check = compare_gold(gold_from_csv(raw, {i: user_key(i, secret) for i in ids}), lake)
+    return {"first_days": HISTORY_FIRST_DAYS, "runs": runs, "check": check}
+
+
 SCALES = (6, 18, 60)   # synthetic users (10 days each): 1x, 3x, 10x
 
 
@@ -391,6 +444,7 @@ def main() -> int:
              ("producer", "producer vs ProducerPerformance", bench_producer),
              ("synthetic", "synthetic default", bench_synthetic),
              ("kept_jvm", "month 2 and the synthetic default on a kept Spark JVM (make spark-up)", bench_kept_jvm),
+             ("history", "month 2 a day at a time: one run per new day on a growing lake", bench_history),
              ("scaling", "scaling: synthetic 1x, 3x, 10x on local[2] and on the clusters", bench_scaling),
              ("freshness", "freshness under make stream vs a passthrough query", bench_freshness),
              ("tests", "make test (pytest)", bench_tests)]
@@ -513,6 +567,21 @@ def write_document(r: dict) -> None:
     fig.tight_layout()
     fig.savefig(DOCS / "benchmarks" / "pipeline.png", dpi=110)
 
+    history = r.get("history") if "history" not in failed else None
+    if history:
+        daily = history["runs"][1:]
+        fig, ax = plt.subplots(figsize=(6.5, 3.2))
+        ax.plot(range(1, len(daily) + 1), [x["wall_s"] for x in daily], "o-", label="wall of the run (s)")
+        ax.set(xlabel="daily run (one new day of month 2 each)", ylabel="seconds", ylim=(0, None),
+               title="A run per new day on a growing lake")
+        files = ax.twinx()
+        files.plot(range(1, len(daily) + 1), [x["silver_files"] for x in daily], "s--", color="grey",
+                   label="silver data files")
+        files.set(ylabel="silver data files after the run", ylim=(0, None))
+        fig.tight_layout()
+        fig.savefig(DOCS / "benchmarks" / "history.png", dpi=110)
+        plt.close(fig)
+
     def rate(run, step):
         seconds, records = run["steps_s"].get(step), run["records"].get(step)
         return f"{records / seconds:,.0f}" if seconds and records else "-"
@@ -580,6 +649,7 @@ def write_document(r: dict) -> None:
             f"memory, the kept JVM's tree included: {', '.join(str(x['peak_rss_mb']) for x in kept['full'])} MB in the "
             f"full runs, {', '.join(str(x['peak_rss_mb']) for x in kept['incremental'])} MB in the +10% runs. The kept "
             "JVM holds its memory between runs too.", ""] if kept else []),
+        *(_history_section(history) if history else []),
         "## Producer", "",
         f"Month 2 from the CSV files to the broker, in process: {', '.join(f'{v:,.0f}' for v in r['producer']['ours_rows_per_s'])} "
         f"rows/s; Kafka's Java `ProducerPerformance` (kafka-tools {r.get('kafka_version', '4.1.1')}, one "
@@ -618,6 +688,30 @@ def write_document(r: dict) -> None:
         lines += [notes.read_text()]
     (DOCS / "benchmarks.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[:20]))
+
+
+def _history_section(history: dict) -> list[str]:
+    first, daily = history["runs"][0], history["runs"][1:]
+    early, late = median([x["wall_s"] for x in daily[:3]]), median([x["wall_s"] for x in daily[-3:]])
+    return [
+        "## Month 2 a day at a time (a daily scheduled run)", "",
+        f"Month 2's files cut after a day, as a daily export grows (each file's lines in day order, byte for byte): "
+        f"a first run on a fresh lake with its first {history['first_days']} days, then one run per new day on the "
+        f"same lake, {len(daily)} days. Each daily run sends about the same rows (one day); the lake grows under it. "
+        f"The last three daily runs took {late / early:.2f} of the first three (medians, {late:.0f} s / {early:.0f} s) "
+        f"while silver's data files went from {daily[0]['silver_files']} to {daily[-1]['silver_files']}.", "",
+        "![daily runs](benchmarks/history.png)", "",
+        "| run | through | rows sent | wall (s) | per step (s) | silver data files | lake (MB) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *[f"| {'first' if i == 0 else f'day {i}'} | {x['last_day']} | {x['records'].get('produce') or 0:,} | "
+          f"{x['wall_s']:.0f} | " + ", ".join(f"{s} {x['steps_s'].get(s) or 0:.0f}" for s in STEPS)
+          + f" | {x['silver_files']} | {x['lake_mb']} |" for i, x in enumerate([first, *daily])], "",
+        "Gold after the last daily run against DuckDB's gold computed from the CSVs as they then stood "
+        "(built in one go):", "",
+        "| table | pipeline rows | DuckDB rows | values equal |", "| --- | --- | --- | --- |",
+        *[f"| {t} | {c['pipeline_rows']:,} | {c['duckdb_rows']:,} | "
+          f"{c.get('wellness_equal', c.get('segments_equal', '-'))} |" for t, c in history["check"].items()], "",
+    ]
 
 
 if __name__ == "__main__":
