@@ -194,9 +194,8 @@ def _commit_time_ms(path: Path, version: int) -> int | None:
 def summary_line(results: list[TableVacuum], hours: int, dry_run: bool, seconds: float) -> str:
     files, size = sum(r.files for r in results), sum(r.bytes for r in results)
     if not files:
-        return (f"vacuum: nothing to delete: every file of the {len(results)} tables is used by a version of the "
-                f"last {hours} h ({seconds:.1f} s)")
+        return f"vacuum: nothing to delete in the {len(results)} tables (retention {hours} h, {seconds:.1f} s)"
     tables = sum(1 for r in results if r.files)
-    verb = "would delete" if dry_run else "deleted"
-    return (f"vacuum: {verb} {files:,} files ({size / 2**20:,.1f} MB) that no table version of the last {hours} h "
-            f"uses, from {tables} of {len(results)} tables, in {seconds:.1f} s")
+    return (f"vacuum: {'would delete' if dry_run else 'deleted'} {files:,} file{'' if files == 1 else 's'} "
+            f"({size / 2**20:,.1f} MB) that no table version of the last {hours} h uses, from {tables} of "
+            f"{len(results)} tables, in {seconds:.1f} s")
