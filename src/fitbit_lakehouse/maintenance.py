@@ -49,8 +49,9 @@ def delta_tables(lake_dir: Path) -> list[Path]:
     return sorted(p.parent for layer in LAYERS for p in (lake_dir / layer).glob("*/_delta_log"))
 
 
-def unread_commits(settings: Settings) -> dict[str, Unread]:
-    """layer/name -> the oldest version a reader of this lake has not read (where one is behind)."""
+def unread_commits(settings: Settings, tables: dict[Path, object] | None = None) -> dict[str, Unread]:
+    """layer/name -> the oldest version a reader of this lake has not read (where one is behind).
+    tables: the lake's tables, already opened with delta-rs (else opened here)."""
     found: dict[str, Unread] = {}
 
     def note(table: str, unread: Unread) -> None:
@@ -69,12 +70,8 @@ def unread_commits(settings: Settings) -> dict[str, Unread]:
     if published.exists():
         note("gold/goal_alerts", Unread(json.loads(published.read_text())["version"] + 1,
                                         "the alerts publisher", "run gold (make run)"))
-    ids = {}
-    for path in delta_tables(settings.lake_dir):
-        try:
-            ids[_table(path).metadata().id] = f"{path.parent.name}/{path.name}"
-        except Exception:   # noqa: BLE001 - a table delta-rs cannot open is not vacuumed either
-            continue
+    tables = tables if tables is not None else _open_tables(settings)
+    ids = {table.metadata().id: _name(path) for path, table in tables.items()}
     for offsets in sorted(checkpoints.rglob("offsets")):
         query = offsets.parent
         for source in _next_offsets(query):
@@ -100,10 +97,14 @@ def _next_offsets(query: Path) -> list[dict]:
     return [entry for entry in map(json.loads, lines) if isinstance(entry, dict)]
 
 
-def _table(path: Path):
+def _open_tables(settings: Settings) -> dict[Path, object]:
     from deltalake import DeltaTable
 
-    return DeltaTable(str(path))
+    return {path: DeltaTable(str(path)) for path in delta_tables(settings.lake_dir)}
+
+
+def _name(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
 
 
 def vacuum_lake(settings: Settings, retain_hours: int | None = None, dry_run: bool = False,
@@ -121,9 +122,10 @@ def vacuum_lake(settings: Settings, retain_hours: int | None = None, dry_run: bo
             for step in ("produce", "bronze", "silver", "gold", "insights"):
                 held.enter_context(writing(settings, step))
         cutoff_ms = (time.time() - hours * 3600) * 1000
-        unread = unread_commits(settings)
+        tables = _open_tables(settings)
+        unread = unread_commits(settings, tables)
         # every table planned before any is vacuumed: a refusal deletes nothing
-        plans = [_plan(path, hours, cutoff_ms, unread, force) for path in delta_tables(settings.lake_dir)]
+        plans = [_plan(path, table, hours, cutoff_ms, unread, force) for path, table in tables.items()]
         return [plan.result if dry_run or plan.result.kept_because else plan.execute() for plan in plans]
 
 
@@ -143,9 +145,8 @@ class _Plan:
         return _counted(self.result.table, removed, self.sizes)
 
 
-def _plan(path: Path, hours: int, cutoff_ms: float, unread: dict[str, Unread], force: bool) -> _Plan:
-    name = f"{path.parent.name}/{path.name}"
-    table = _table(path)
+def _plan(path: Path, table, hours: int, cutoff_ms: float, unread: dict[str, Unread], force: bool) -> _Plan:
+    name = _name(path)
     behind = unread.get(name)
     if behind is not None and behind.version <= table.version():
         written = _commit_time_ms(path, behind.version)

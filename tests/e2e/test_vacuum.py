@@ -19,6 +19,7 @@ import pytest
 from fitbit_lakehouse import pipeline
 from fitbit_lakehouse.privacy import user_key, user_key_secret
 from tests.conftest import MONTH2_SLICE
+from tests.delta_files import data_files, live_files, table_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -41,24 +42,6 @@ def _later_sync(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _tables(lake: Path) -> list[Path]:
     return sorted(p.parent for p in lake.glob("*/*/_delta_log"))
-
-
-def _data_files(table: Path) -> set[str]:
-    return {str(f.relative_to(table)) for f in table.rglob("*") if f.is_file()
-            and "_delta_log" not in f.parts and not f.name.startswith(".")}
-
-
-def _live(table: Path) -> set[str]:
-    from deltalake import DeltaTable
-
-    return {str(Path(u).relative_to(table)) for u in DeltaTable(str(table)).file_uris()}
-
-
-def _rows(table: Path) -> list:
-    from deltalake import DeltaTable
-
-    frame = DeltaTable(str(table)).to_pandas()
-    return sorted(map(repr, frame.itertuples(index=False, name=None)))
 
 
 def _vacuum(lake: Path) -> subprocess.CompletedProcess:
@@ -108,25 +91,25 @@ def test_vacuum_deletes_only_unused_files_keeps_what_gold_has_not_read_and_the_p
     # needs that change data
     deliver(pd.concat([_later_sync(day[0]), day[2]]), "produce", "bronze", "silver")
     silver = lake / "silver" / "daily_activity"
-    replaced = _data_files(silver) - _live(silver)
+    replaced = data_files(silver) - live_files(silver)
     assert any(f.startswith("_change_data/") for f in replaced)
 
     out = _vacuum(lake)
     assert "kept silver/daily_activity: gold has not read" in out.stdout, out.stdout
-    assert _data_files(silver) - _live(silver) == replaced
+    assert data_files(silver) - live_files(silver) == replaced
     pipeline.gold_step(settings)   # reads the change feed of those commits
     assert _kpi_steps(lake) == _expected_kpi_steps(pd.concat(sent), secret, min_steps)
 
     # now nothing is behind: every file no version uses goes, every row stays
     tables = _tables(lake)
-    unused = {t: _data_files(t) - _live(t) for t in tables}
-    rows = {t: _rows(t) for t in tables}
+    unused = {t: data_files(t) - live_files(t) for t in tables}
+    rows = {t: table_rows(t) for t in tables}
     assert unused[silver] and unused[lake / "gold" / "kpi_daily_wellness"]
     out = _vacuum(lake)
     assert f"deleted {sum(map(len, unused.values())):,} files" in out.stdout, out.stdout
     for table in tables:
-        assert _data_files(table) == _live(table), table
-        assert _rows(table) == rows[table], table
+        assert data_files(table) == live_files(table), table
+        assert table_rows(table) == rows[table], table
 
     # the pipeline goes on on the vacuumed lake; and when a VACUUM outside the project's reach (Databricks'
     # predictive optimisation, one by hand) takes change data gold had not read, gold rebuilds from silver

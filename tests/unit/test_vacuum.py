@@ -12,6 +12,7 @@ from fitbit_lakehouse.alerts import published_version_file
 from fitbit_lakehouse.gold import silver_versions_file
 from fitbit_lakehouse.maintenance import VacuumRefused, unread_commits, vacuum_lake
 from fitbit_lakehouse.pipeline import LakeBusy, writing
+from tests.delta_files import data_files, live_files, table_rows
 
 
 def _table(lake: Path, name: str, versions: int) -> Path:
@@ -24,24 +25,6 @@ def _table(lake: Path, name: str, versions: int) -> Path:
     return path
 
 
-def _data_files(path: Path) -> set[str]:
-    """Files on disk a reader of some version could use: all but the log and hidden files."""
-    return {str(f.relative_to(path)) for f in path.rglob("*") if f.is_file()
-            and "_delta_log" not in f.parts and not f.name.startswith(".")}
-
-
-def _live(path: Path) -> set[str]:
-    from deltalake import DeltaTable
-
-    return {str(Path(u).relative_to(path)) for u in DeltaTable(str(path)).file_uris()}
-
-
-def _rows(path: Path) -> list:
-    from deltalake import DeltaTable
-
-    return sorted(DeltaTable(str(path)).to_pandas().itertuples(index=False, name=None))
-
-
 @pytest.fixture
 def settings(base_settings, tmp_path):
     return base_settings.with_overrides(**{"paths.lake_dir": str(tmp_path)})
@@ -52,27 +35,27 @@ def test_only_files_no_version_within_the_retention_uses_are_deleted(settings):
     table = _table(lake, "silver/daily_activity", 3)
     # a write killed before its commit leaves a file no commit names, and Hadoop's checksum beside it
     orphan = table / "part-99999-killed-write.snappy.parquet"
-    orphan.write_bytes((table / sorted(_live(table))[0]).read_bytes())
+    orphan.write_bytes((table / sorted(live_files(table))[0]).read_bytes())
     (table / f".{orphan.name}.crc").write_bytes(b"crc")
-    stale = _data_files(table) - _live(table)
+    stale = data_files(table) - live_files(table)
     assert len(stale) == 3   # two replaced files and the orphan
-    rows, stale_bytes = _rows(table), sum((table / f).stat().st_size for f in stale)
+    rows, stale_bytes = table_rows(table), sum((table / f).stat().st_size for f in stale)
 
     planned = vacuum_lake(settings, retain_hours=0, dry_run=True, force=True)
     assert [(r.table, r.files) for r in planned] == [("silver/daily_activity", 3)]
-    assert _data_files(table) - _live(table) == stale   # a dry run deletes nothing
+    assert data_files(table) - live_files(table) == stale   # a dry run deletes nothing
 
     done = vacuum_lake(settings, retain_hours=0, force=True)
     assert (done[0].files, done[0].bytes) == (3, stale_bytes)
-    assert _data_files(table) == _live(table) and _rows(table) == rows
+    assert data_files(table) == live_files(table) and table_rows(table) == rows
     assert not (table / f".{orphan.name}.crc").exists()
 
 
 def test_the_default_retention_keeps_files_replaced_just_now(settings):
     table = _table(settings.lake_dir, "gold/dim_user", 3)
-    before = _data_files(table)
+    before = data_files(table)
     (result,) = vacuum_lake(settings)   # maintenance.vacuum_retain_hours: Delta's 7 days
-    assert result.files == 0 and _data_files(table) == before
+    assert result.files == 0 and data_files(table) == before
 
 
 def test_a_retention_under_the_tables_own_needs_force(settings):
@@ -124,11 +107,11 @@ def test_a_table_whose_reader_is_behind_past_the_retention_is_kept(settings):
     state = silver_versions_file(settings)
     state.parent.mkdir(parents=True)
     state.write_text(json.dumps({"daily_activity": 0}))   # gold read version 0, not 1 and 2
-    before = _data_files(table)
+    before = data_files(table)
 
     (kept,) = vacuum_lake(settings, retain_hours=0, force=True)
-    assert kept.files == 0 and "gold" in kept.kept_because and _data_files(table) == before
+    assert kept.files == 0 and "gold" in kept.kept_because and data_files(table) == before
 
     state.write_text(json.dumps({"daily_activity": 2}))   # gold caught up
     (done,) = vacuum_lake(settings, retain_hours=0, force=True)
-    assert done.files == 2 and not done.kept_because and _data_files(table) == _live(table)
+    assert done.files == 2 and not done.kept_because and data_files(table) == live_files(table)
