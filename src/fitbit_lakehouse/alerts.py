@@ -7,7 +7,9 @@ it since the last table version it published (read from the table's change data 
 The topic itself therefore says what was published: after a crash before the commit the broker aborts
 the transaction (a read_committed consumer never sees it) and the next run sends it again; after a
 crash past the commit the header tells the next run that it was sent. A local note of the version
-only saves reading the topic on the usual path.
+only saves reading the topic on the usual path. When the change feed since that version is gone (a
+VACUUM after a compaction, or the log's retention, outside the project), the alerts whose key the
+topic does not hold are sent instead.
 """
 from __future__ import annotations
 
@@ -21,18 +23,23 @@ from . import faults
 from .config import Settings
 from .gold import GOAL_ALERTS
 from .kafka_broker import BrokerError, client_options, make_producer
-from .tables import Lake
+from .tables import Lake, change_feed_gone
 
 log = logging.getLogger(__name__)
 
 HEADER_GOLD_VERSION = "gold_version"   # the goal_alerts version whose added rows a message belongs to
 
 
+def alert_key(row) -> bytes:
+    """The Kafka key of an alert: its user-day, one alert each."""
+    return f"{row['user_key']}|{row['date_key']}".encode()
+
+
 def alert_message(row) -> tuple[bytes, bytes]:
     """(key, value) of an alert's Kafka message: pseudonymous, nothing that maps back to a raw Id."""
     value = {"user_key": row["user_key"], "date_key": row["date_key"], "goal_steps": row["goal_steps"],
              "reached_at": row["reached_at"].isoformat(), "steps_at_alert": row["steps_at_alert"]}
-    return f"{row['user_key']}|{row['date_key']}".encode(), json.dumps(value).encode()
+    return alert_key(row), json.dumps(value).encode()
 
 
 def published_version_file(settings: Settings):
@@ -51,15 +58,33 @@ def publish_alerts(spark, settings: Settings) -> int:
     if version <= noted:
         return 0
     published = max(noted, last_published_version(settings))
-    added = [] if version <= published else (
-        lake.changes("gold", GOAL_ALERTS, published + 1, version)
-        .where(F.col("_change_type") == "insert").orderBy("date_key", "user_key").collect())
+    added = [] if version <= published else _added_since(lake, settings, published, version)
     if added:
         _send_in_one_transaction(settings, added, version)
     note.parent.mkdir(parents=True, exist_ok=True)
     note.write_text(json.dumps({"version": version}))
     log.info("alerts: %d published to %s", len(added), settings.alerts_topic)
     return len(added)
+
+
+def _added_since(lake: Lake, settings: Settings, published: int, version: int) -> list:
+    """The rows added to goal_alerts after version `published` up to `version`, from its change feed;
+    when that is gone, the table's rows whose key the topic does not hold."""
+    try:
+        return (lake.changes("gold", GOAL_ALERTS, published + 1, version)
+                .where(F.col("_change_type") == "insert").orderBy("date_key", "user_key").collect())
+    except Exception as exc:   # noqa: BLE001 - only a change feed that is gone is handled here
+        reason = change_feed_gone(exc)
+        if reason is None:
+            raise
+    sent, whole_topic = published_keys(settings)
+    rows = lake.read("gold", GOAL_ALERTS, version=version).orderBy("date_key", "user_key").collect()
+    unsent = [row for row in rows if alert_key(row) not in sent]
+    log.warning("alerts: goal_alerts' change feed since version %d is gone (%s); sending the %d of its %d alerts "
+                "whose key is not on %s%s", published + 1, reason, len(unsent), len(rows), settings.alerts_topic,
+                "" if whole_topic else " (its retention has deleted older alerts: those of them still in "
+                "goal_alerts are sent again)")
+    return unsent
 
 
 def _send_in_one_transaction(settings: Settings, rows: list, version: int) -> None:
@@ -89,25 +114,34 @@ def _send_in_one_transaction(settings: Settings, rows: list, version: int) -> No
         producer.close()
 
 
+def _outbox_consumer(settings: Settings):
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, isolation_level="read_committed",
+                         enable_auto_commit=False, client_id="fitbit-alerts-outbox", **client_options(settings))
+
+
+def _partitions(consumer, topic: str):
+    from kafka import TopicPartition
+
+    for partition in sorted(consumer.partitions_for_topic(topic) or set()):
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        yield tp, consumer.beginning_offsets([tp])[tp], consumer.end_offsets([tp])[tp]
+
+
 def last_published_version(settings: Settings, timeout_s: float = 20.0) -> int:
     """The highest goal_alerts version in a committed message of the alerts topic (-1: none). Reads
     only the end of each partition: the last committed transaction is the newest."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, isolation_level="read_committed",
-                             enable_auto_commit=False, client_id="fitbit-alerts-outbox",
-                             **client_options(settings))
+    consumer = _outbox_consumer(settings)
     try:
-        partitions = consumer.partitions_for_topic(settings.alerts_topic) or set()
         best = -1
-        for partition in sorted(partitions):
-            tp = TopicPartition(settings.alerts_topic, partition)
-            consumer.assign([tp])
-            begin, end = consumer.beginning_offsets([tp])[tp], consumer.end_offsets([tp])[tp]
+        for tp, begin, end in _partitions(consumer, settings.alerts_topic):
             back = 64
             while end > begin:
                 start = max(begin, end - back)
-                found = _versions_between(consumer, tp, start, end, time.monotonic() + timeout_s)
+                found = [int(header) for record in _committed(consumer, tp, start, end, time.monotonic() + timeout_s)
+                         if (header := dict(record.headers or []).get(HEADER_GOLD_VERSION)) is not None]
                 if found or start == begin:
                     best = max([best, *found])
                     break
@@ -117,15 +151,31 @@ def last_published_version(settings: Settings, timeout_s: float = 20.0) -> int:
         consumer.close()
 
 
-def _versions_between(consumer, tp, start: int, end: int, deadline: float) -> list[int]:
+def published_keys(settings: Settings, timeout_s: float = 120.0) -> tuple[set[bytes], bool]:
+    """The keys of every committed alert on the topic, and whether the topic still holds all it was
+    sent (its retention has deleted nothing)."""
+    consumer = _outbox_consumer(settings)
+    try:
+        keys, whole = set(), True
+        deadline = time.monotonic() + timeout_s
+        for tp, begin, end in _partitions(consumer, settings.alerts_topic):
+            whole = whole and begin == 0
+            keys.update(record.key for record in _committed(consumer, tp, begin, end, deadline))
+            if consumer.position(tp) < end:
+                raise BrokerError(f"the alerts on {settings.alerts_topic} could not be read in {timeout_s:.0f} s; "
+                                  "nothing was sent: the next run tries again")
+        return keys, whole
+    finally:
+        consumer.close()
+
+
+def _committed(consumer, tp, start: int, end: int, deadline: float):
+    """The committed records of a partition from offset start to end (read_committed skips the rest)."""
     consumer.seek(tp, start)
-    versions = []
     while consumer.position(tp) < end and time.monotonic() < deadline:
         for record in consumer.poll(timeout_ms=500).get(tp, []):
-            header = dict(record.headers or []).get(HEADER_GOLD_VERSION)
-            if header is not None and record.offset < end:
-                versions.append(int(header))
-    return versions
+            if record.offset < end:
+                yield record
 
 
 def consume_alerts(settings: Settings, from_beginning: bool = True, idle_timeout_s: float | None = None) -> int:

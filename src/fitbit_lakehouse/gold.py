@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from .config import Settings
 from .privacy import user_key_column, user_key_secret
 from .silver import IDENTITY
-from .tables import KeyRange, Lake, WriteMetrics, sql_literal, union_all
+from .tables import KeyRange, Lake, WriteMetrics, change_feed_gone, sql_literal, union_all
 
 log = logging.getLogger(__name__)
 
@@ -515,20 +515,15 @@ def changed_scope(lake: Lake, since: dict[str, int]) -> tuple[Scope | str | None
             return None, versions
         days = [(r["fitbit_id"], r["day"]) for r in union_all(frames).distinct().collect()]
     except Exception as exc:   # noqa: BLE001 - only a change feed that is gone is handled here
-        if not any(mark in str(exc) for mark in CHANGE_FEED_GONE):
+        reason = change_feed_gone(exc)
+        if reason is None:
             raise
         # a VACUUM (Databricks' predictive optimisation, or one by hand) or the log's retention took
         # commits gold had not read yet: what they changed is unknown, so all of gold is rebuilt
-        reason = next(line for line in str(exc).splitlines() if any(mark in line for mark in CHANGE_FEED_GONE))
         log.warning("gold: silver's change feed since the versions gold last read is gone (%s); rebuilding "
-                    "gold from all of silver", reason.strip()[:200])
+                    "gold from all of silver", reason)
         return EVERYTHING, versions
     return (Scope(days) if days else None), versions
-
-
-# What Spark and Delta say when a change feed's files or commits no longer exist
-CHANGE_FEED_GONE = ("FILE_NOT_EXIST", "FileNotFoundException", "DELTA_CHANGE_DATA_FILE_NOT_FOUND",
-                    "DELTA_FILE_NOT_FOUND", "DELTA_VERSIONS_NOT_CONTIGUOUS", "VersionNotFoundException")
 
 
 def range_scope(lake: Lake, start: date | None, end: date | None) -> Scope | str | None:

@@ -80,6 +80,18 @@ def _session_conf(spark, values: dict[str, str]):
 _NO_LOCK = nullcontext()
 
 
+# What Spark and Delta say when a change feed's files or commits no longer exist
+CHANGE_FEED_GONE = ("FILE_NOT_EXIST", "FileNotFoundException", "DELTA_CHANGE_DATA_FILE_NOT_FOUND",
+                    "DELTA_FILE_NOT_FOUND", "DELTA_VERSIONS_NOT_CONTIGUOUS", "VersionNotFoundException")
+
+
+def change_feed_gone(exc: BaseException) -> str | None:
+    """The line of a failed change-feed read that says its files or commits are gone; None when the
+    read failed for another reason."""
+    return next((line.strip()[:200] for line in str(exc).splitlines()
+                 if any(mark in line for mark in CHANGE_FEED_GONE)), None)
+
+
 def sql_literal(value) -> str:
     """A Python value as a Spark SQL literal (for pruning predicates built from a batch's keys)."""
     import datetime as dt
@@ -189,7 +201,8 @@ class Lake:
         return reader.load(self.path(layer, name)) if self.by_path else reader.table(self.name(layer, name))
 
     def changes(self, layer: str, name: str, start_version: int, end_version: int) -> DataFrame:
-        """The table's change data feed between two versions (both included)."""
+        """The table's change data feed between two versions (both included). A VACUUM or the log's
+        retention may have taken part of it: change_feed_gone tells that failure from others."""
         reader = (self.spark.read.format("delta").option("readChangeFeed", "true")
                   .option("startingVersion", start_version).option("endingVersion", end_version))
         return reader.load(self.path(layer, name)) if self.by_path else reader.table(self.name(layer, name))

@@ -268,6 +268,40 @@ def test_alerts_exactly_once_across_crashes_of_the_publisher(lake, settings, spa
     assert sorted(k for k, _ in published) == sorted(f"{u}|{d}" for u, d in zip(alerts["user_key"], alerts["date_key"]))
 
 
+def test_alerts_go_out_once_when_their_change_feed_is_gone(lake, settings, spark, test_root, caplog):
+    """A compaction and a VACUUM outside the project (Databricks' predictive optimisation) take the file
+    of an alert the publisher has not sent yet: it sends the alerts the topic does not hold, and no other."""
+    import logging
+    import shutil
+    from collections import Counter
+
+    from deltalake import DeltaTable
+    from pyspark.sql import functions as F
+
+    from fitbit_lakehouse.alerts import publish_alerts
+
+    copy = settings.with_overrides(**{"paths.lake_dir": str(test_root / "alerts_feed_gone"),
+                                      "kafka.alerts_topic": "e2e_slice_alerts_feed_gone"})
+    table = copy.lake_dir / "gold" / "goal_alerts"
+    shutil.copytree(lake["lake"].path("gold", "goal_alerts"), table)
+    first = publish_alerts(spark, copy)
+    assert first == len(_gold(lake, "goal_alerts")) > 0
+    # gold adds an alert (a day after the last one), then the table is compacted and vacuumed before
+    # the publisher runs again: the file that held the alert, which its change feed reads, is gone
+    alert = spark.read.format("delta").load(str(table)).orderBy(F.desc("date_key")).limit(1)
+    alert.withColumn("date_key", alert["date_key"] + 1).write.format("delta").mode("append").save(str(table))
+    delta = DeltaTable(str(table))
+    assert delta.optimize.compact()["numFilesRemoved"] >= 2
+    delta.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
+
+    with caplog.at_level(logging.WARNING, logger="fitbit_lakehouse.alerts"):
+        assert publish_alerts(spark, copy) == 1
+    assert any("change feed" in r.getMessage() for r in caplog.records)
+    keys = DeltaTable(str(table)).to_pandas(columns=["user_key", "date_key"])
+    assert Counter(k for k, _ in _published_alerts(copy)) == Counter(f"{u}|{d}" for u, d in keys.itertuples(index=False))
+    assert publish_alerts(spark, copy) == 0
+
+
 def test_poison_messages_end_in_quarantine(lake, settings):
     from kafka import KafkaProducer
 
