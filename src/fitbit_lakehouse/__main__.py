@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import json
+import signal
 import sys
 import time
 from datetime import date
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = settings_from_params(raw_dir=getattr(args, "raw_dir", None))
     exit_on_ctrl_c()
+    signal.signal(signal.SIGTERM, as_ctrl_c)
     try:
         return _dispatch(args, settings)
     except (BrokerError, BundleError, ClusterError, DataLossError, LakeBusy, NoInput, PrivacyError, SetupError,
@@ -91,6 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def as_ctrl_c(signum, frame) -> None:
+    """SIGTERM (a scheduler's timeout, `kill`, `docker stop`) does what Ctrl-C does: a run stops its
+    kernel and the broker it started, `make stream` stops between micro-batches. Python's default
+    would end the process without either."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):   # SIGINT ignored (a job started in the background) or left to the OS
+        raise KeyboardInterrupt
+    handler(signal.SIGINT, frame)
 
 
 def _dispatch(args, settings) -> int:

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from .config import Settings
@@ -256,6 +257,21 @@ def _exit_now(*_) -> None:
     os._exit(130)
 
 
+@contextmanager
+def _sigterm_left_to_python():
+    """For the CLI: the Spark JVM started inside inherits SIGTERM ignored, and a JVM leaves an ignored
+    SIGTERM so (PySpark does the same with SIGINT). A SIGTERM to the whole process group (`timeout`,
+    systemd) then reaches only this process, which stops as on Ctrl-C and ends its JVM itself."""
+    if not (_exit_on_ctrl_c and threading.current_thread() is threading.main_thread()):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def scratch_root(settings: Settings) -> Path:
     return settings.lake_dir / settings.get("spark.scratch_dir")   # an absolute dir stays as it is
 
@@ -352,7 +368,8 @@ def get_spark(settings: Settings, app_name: str | None = None):
     )
     for key, value in (settings.get("spark.conf") or {}).items():
         builder = builder.config(key, str(value))
-    spark = builder.getOrCreate()
+    with _sigterm_left_to_python():
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(log_level.upper())
     if _exit_on_ctrl_c and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _exit_now)   # over the handler PySpark has just installed

@@ -1,6 +1,7 @@
 """Ctrl-C during `make run`: one line that says where it stopped, exit code 130, no traceback, and the
-notebook kernel and its Spark JVM gone with the run (a later run goes on from what was committed:
-the crash tests cover that)."""
+notebook kernel, its Spark JVM and the broker the run started gone with the run (a later run goes on
+from what was committed: the crash tests cover that). SIGTERM (a scheduler's timeout, `kill`) does
+what Ctrl-C does: the run is stopped with it here, a CLI step with Ctrl-C."""
 from __future__ import annotations
 
 import json
@@ -40,9 +41,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _interrupt_once(command: list[str], env: dict, ready, ready_within: float, exit_within: float):
-    """Start `python -m fitbit_lakehouse <command>` in a session of its own and send it SIGINT (Ctrl-C)
-    once ready(output so far) holds. Returns its exit code, its output and the processes it had started."""
+def _interrupt_once(command: list[str], env: dict, ready, ready_within: float, exit_within: float,
+                    sig: int = signal.SIGINT):
+    """Start `python -m fitbit_lakehouse <command>` in a session of its own and send it sig (SIGINT:
+    Ctrl-C) once ready(output so far) holds. Returns its exit code, its output and the processes it
+    had started."""
     proc = subprocess.Popen([sys.executable, "-m", "fitbit_lakehouse", *command], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     output: list[str] = []
@@ -53,7 +56,7 @@ def _interrupt_once(command: list[str], env: dict, ready, ready_within: float, e
             assert proc.poll() is None and time.monotonic() < deadline, "".join(output)
             time.sleep(0.2)
         started = _descendants(proc.pid)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         code = proc.wait(exit_within)
     finally:
         if proc.poll() is None:
@@ -62,19 +65,22 @@ def _interrupt_once(command: list[str], env: dict, ready, ready_within: float, e
     return code, output, started
 
 
-def test_ctrl_c_stops_the_run_in_one_line_and_leaves_nothing_running(broker, tmp_path):
+def test_sigterm_stops_the_run_in_one_line_and_leaves_nothing_running(tmp_path):
+    from fitbit_lakehouse.kafka_broker import free_port
+
     raw = tmp_path / "raw"
     raw.mkdir()
     for name in ("dailyActivity_merged.csv", "hourlySteps_merged.csv"):
         shutil.copy(MONTH2_SLICE / name, raw / name)
+    # nothing answers there: the run starts a broker of its own, which must stop with it
     env = dict(os.environ, FITBIT_LAKE_DIR=str(tmp_path / "lake"), FITBIT_RAW_DIR=str(raw),
-               KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, FITBIT_USER_KEY_SECRET="interrupt-test-secret",
-               FITBIT_SETTINGS=json.dumps({"kafka.events_topic": "e2e_interrupt", "kafka.alerts_topic":
-                                           "e2e_interrupt_alerts", "spark.shuffle_partitions": 2}))
-    # interrupted in the step after 01_produce: the notebook kernel and its Spark JVM are running
+               KAFKA_BOOTSTRAP_SERVERS=f"localhost:{free_port()}", FITBIT_USER_KEY_SECRET="interrupt-test-secret",
+               FITBIT_SETTINGS=json.dumps({"spark.shuffle_partitions": 2}))
+    # stopped in the step after 01_produce: the notebook kernel, its Spark JVM and the broker are running
     code, output, started = _interrupt_once(
-        ["run"], env, lambda output: any(line.startswith("01_produce") for line in output), 180, 60)
-    assert started, "the run has no kernel"
+        ["run"], env, lambda output: any(line.startswith("01_produce") for line in output), 180, 60, signal.SIGTERM)
+    assert any("a local broker started for this run" in line for line in output), "".join(output)
+    assert len(started) >= 2, "the run has no kernel or no broker"
     assert code == 130, "".join(output)
     stops = [line for line in output if line.startswith("interrupted")]
     assert len(stops) == 1 and re.match(r"interrupted during 0[2-5]_\w+: .*goes on", stops[0]), "".join(output)

@@ -3,6 +3,7 @@ and the Streamlit page itself through Streamlit's headless AppTest: no Spark, no
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -234,5 +235,9 @@ def test_cli_dashboard_serves_and_lakeview_builds_the_lakeview_json(monkeypatch)
     served, written = [], []
     monkeypatch.setattr(d, "serve", lambda settings, port=None: served.append(port) or 0)
     monkeypatch.setattr(bundle, "write_dashboard", lambda root: written.append(root) or root / "x.json")
-    assert cli.main(["dashboard", "--port", "8777"]) == 0 and served == [8777]
-    assert cli.main(["lakeview"]) == 0 and len(written) == 1
+    sigterm = signal.getsignal(signal.SIGTERM)   # the CLI's own, restored for the rest of the session
+    try:
+        assert cli.main(["dashboard", "--port", "8777"]) == 0 and served == [8777]
+        assert cli.main(["lakeview"]) == 0 and len(written) == 1
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)

@@ -1,5 +1,8 @@
-"""The one line `make run` prints when a notebook cell fails: plain text, the error's type and message."""
+"""The one line `make run` prints when a notebook cell fails: plain text, the error's type and message;
+and SIGTERM taken as Ctrl-C."""
 from __future__ import annotations
+
+import signal
 
 import nbformat
 import pytest
@@ -29,3 +32,21 @@ def test_a_java_error_names_the_java_exception(spark):
 
 def test_an_error_without_a_message():
     assert cell_error_line("KeyboardInterrupt", "") == "KeyboardInterrupt"
+
+
+def test_sigterm_does_what_ctrl_c_does_whatever_handles_ctrl_c():
+    from fitbit_lakehouse.__main__ import as_ctrl_c
+
+    calls = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))   # e.g. make stream's
+    try:
+        as_ctrl_c(signal.SIGTERM, None)
+        assert calls == [signal.SIGINT]
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a job started in the background ignores Ctrl-C
+        with pytest.raises(KeyboardInterrupt):
+            as_ctrl_c(signal.SIGTERM, None)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with pytest.raises(KeyboardInterrupt):
+            as_ctrl_c(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
