@@ -270,12 +270,15 @@ def test_alerts_exactly_once_across_crashes_of_the_publisher(lake, settings, spa
 
 def test_alerts_go_out_once_when_their_change_feed_is_gone(lake, settings, spark, test_root, caplog):
     """A compaction and a VACUUM outside the project (Databricks' predictive optimisation) take the file
-    of an alert the publisher has not sent yet: it sends the alerts the topic does not hold, and no other."""
+    of an alert the publisher has not sent yet: it sends the alerts the topic does not hold, and no other;
+    where the topic's retention has deleted older alerts, those are sent again rather than lost."""
     import logging
     import shutil
     from collections import Counter
 
     from deltalake import DeltaTable
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.admin import KafkaAdminClient
     from pyspark.sql import functions as F
 
     from fitbit_lakehouse.alerts import publish_alerts
@@ -286,20 +289,41 @@ def test_alerts_go_out_once_when_their_change_feed_is_gone(lake, settings, spark
     shutil.copytree(lake["lake"].path("gold", "goal_alerts"), table)
     first = publish_alerts(spark, copy)
     assert first == len(_gold(lake, "goal_alerts")) > 0
-    # gold adds an alert (a day after the last one), then the table is compacted and vacuumed before
-    # the publisher runs again: the file that held the alert, which its change feed reads, is gone
-    alert = spark.read.format("delta").load(str(table)).orderBy(F.desc("date_key")).limit(1)
-    alert.withColumn("date_key", alert["date_key"] + 1).write.format("delta").mode("append").save(str(table))
-    delta = DeltaTable(str(table))
-    assert delta.optimize.compact()["numFilesRemoved"] >= 2
-    delta.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
 
+    def add_an_alert_and_lose_its_feed() -> None:
+        # gold adds an alert (a day after the last one), then the table is compacted and vacuumed before
+        # the publisher runs again: the file that held the alert, which its change feed reads, is gone
+        alert = spark.read.format("delta").load(str(table)).orderBy(F.desc("date_key")).limit(1)
+        alert.withColumn("date_key", alert["date_key"] + 1).write.format("delta").mode("append").save(str(table))
+        delta = DeltaTable(str(table))
+        assert delta.optimize.compact()["numFilesRemoved"] >= 2
+        delta.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
+
+    def table_keys() -> Counter:
+        keys = DeltaTable(str(table)).to_pandas(columns=["user_key", "date_key"])
+        return Counter(f"{u}|{d}" for u, d in keys.itertuples(index=False))
+
+    add_an_alert_and_lose_its_feed()
     with caplog.at_level(logging.WARNING, logger="fitbit_lakehouse.alerts"):
         assert publish_alerts(spark, copy) == 1
     assert any("change feed" in r.getMessage() for r in caplog.records)
-    keys = DeltaTable(str(table)).to_pandas(columns=["user_key", "date_key"])
-    assert Counter(k for k, _ in _published_alerts(copy)) == Counter(f"{u}|{d}" for u, d in keys.itertuples(index=False))
+    assert Counter(k for k, _ in _published_alerts(copy)) == table_keys()
     assert publish_alerts(spark, copy) == 0
+
+    # the topic's retention deletes every alert on it, and the next alert's feed is gone too
+    consumer = KafkaConsumer(bootstrap_servers=copy.bootstrap_servers)
+    partitions = [TopicPartition(copy.alerts_topic, p) for p in consumer.partitions_for_topic(copy.alerts_topic)]
+    ends = consumer.end_offsets(partitions)
+    consumer.close()
+    admin = KafkaAdminClient(bootstrap_servers=copy.bootstrap_servers)
+    admin.delete_records(ends)
+    admin.close()
+    add_an_alert_and_lose_its_feed()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fitbit_lakehouse.alerts"):
+        assert publish_alerts(spark, copy) == sum(table_keys().values())
+    assert any("retention" in r.getMessage() for r in caplog.records)
+    assert Counter(k for k, _ in _published_alerts(copy)) == table_keys()   # what the topic holds now
 
 
 def test_poison_messages_end_in_quarantine(lake, settings):
