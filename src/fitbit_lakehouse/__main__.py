@@ -169,10 +169,10 @@ def _dispatch(args, settings) -> int:
     elif args.command == "stream":
         pipeline.stream(settings)
     elif args.command == "vacuum":
-        from .maintenance import summary_line, vacuum_lake
+        from .maintenance import retention_hours, summary_line, vacuum_lake
 
         started = time.monotonic()
-        hours = args.retain_hours if args.retain_hours is not None else int(settings.get("maintenance.vacuum_retain_hours"))
+        hours = retention_hours(settings, args.retain_hours)
         results = vacuum_lake(settings, hours, dry_run=args.dry_run, force=args.force)
         print(summary_line(results, hours, args.dry_run, time.monotonic() - started))
         for result in results:

@@ -107,6 +107,11 @@ def _name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+def retention_hours(settings: Settings, retain_hours: int | None = None) -> int:
+    """The retention a vacuum uses: the one asked for, else maintenance.vacuum_retain_hours."""
+    return int(settings.get("maintenance.vacuum_retain_hours") if retain_hours is None else retain_hours)
+
+
 def vacuum_lake(settings: Settings, retain_hours: int | None = None, dry_run: bool = False,
                 force: bool = False) -> list[TableVacuum]:
     """Vacuum every Delta table of the lake; with force, a retention under the tables' own is allowed,
@@ -116,7 +121,7 @@ def vacuum_lake(settings: Settings, retain_hours: int | None = None, dry_run: bo
     if settings.get("storage.kind", "path") != "path":
         raise VacuumRefused("vacuum works on a lake of folders; on Databricks the workspace's predictive "
                             "optimisation, or VACUUM in SQL, does this")
-    hours = int(settings.get("maintenance.vacuum_retain_hours") if retain_hours is None else retain_hours)
+    hours = retention_hours(settings, retain_hours)
     with ExitStack() as held:
         if force and not dry_run:
             for step in ("produce", "bronze", "silver", "gold", "insights"):
