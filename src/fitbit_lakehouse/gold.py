@@ -324,12 +324,13 @@ class Scope:
         return cls(days) if days else None
 
     def silver(self, lake: Lake, table: str) -> DataFrame:
-        """The rows of a silver table on the scope's user-days (minute sleep: whole sleep logs)."""
+        """The rows of a silver table on the scope's user-days (minute sleep: whole sleep logs, also
+        those that began the day before the first or end the day after the last)."""
         time = SILVER_INPUTS[table]
         margin = timedelta(days=1) if table in _SPILLS_INTO_NEXT_DAY else timedelta(0)
         ids = ", ".join(str(i) for i in self.ids)
         low = datetime.combine(self.first - margin, datetime.min.time())
-        high = datetime.combine(self.last + timedelta(days=1), datetime.min.time())
+        high = datetime.combine(self.last + timedelta(days=1) + margin, datetime.min.time())
         rows = lake.read("silver", table).where(   # Delta skips files outside the ids and times
             f"fitbit_id IN ({ids}) AND {time} >= {sql_literal(low)} AND {time} < {sql_literal(high)}")
         scope_days = F.broadcast(self.frame(lake.spark).toDF("_scope_id", "_scope_day"))

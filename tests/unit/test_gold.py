@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from fitbit_lakehouse.gold import (Kpi, dim_date, dim_user, fact_daily_activity, fact_heart_rate_hourly,
+from fitbit_lakehouse.gold import (Kpi, Scope, dim_date, dim_user, fact_daily_activity, fact_heart_rate_hourly,
                                    fact_hourly_activity, fact_sleep, goal_alerts, kpi_daily_wellness, sleep_days,
                                    user_days)
 from fitbit_lakehouse.privacy import user_key, user_key_column
@@ -392,6 +392,33 @@ def test_user_days_of_minute_sleep_include_the_next_day(spark):
     assert got == [(U1, date(2016, 4, 12)), (U1, date(2016, 4, 13))]
     hourly = spark.createDataFrame([(U1, ts("2016-04-12 23:00:00"))], "fitbit_id bigint, activity_hour timestamp_ntz")
     assert [tuple(r) for r in user_days(hourly, "hourly_steps").collect()] == [(U1, date(2016, 4, 12))]
+
+
+def test_a_scope_ending_on_a_night_reads_that_nights_log_whole(spark, base_settings, identity, tmp_path):
+    """A scope whose last day is the evening a sleep log starts (a later sync of that day's activity, a
+    backfill TO that day): the log ends the next morning, so it is not that day's sleep, and the day's
+    figures hold only the logs that end on it (CONTRACT: time in bed = all minutes of the logs ending
+    that day)."""
+    from fitbit_lakehouse.tables import Lake
+
+    def minutes(log_id: int, start: str, count: int, asleep_every: int) -> list[tuple]:
+        first = ts(start)
+        return [(U1, first + timedelta(minutes=i), 1 if i % asleep_every else 2, log_id) for i in range(count)]
+
+    nap = minutes(11, "2016-04-12 14:00:00", 40, 4)          # ends on the 12th
+    night = minutes(12, "2016-04-12 22:30:00", 9 * 60, 5)    # the 12th, 22:30 -> the 13th, 07:29
+    lake = Lake(spark, base_settings.with_overrides(**{"paths.lake_dir": str(tmp_path / "lake")}))
+    spark.createDataFrame(nap + night, "fitbit_id bigint, sleep_minute timestamp_ntz, value int, log_id bigint") \
+        .write.format("delta").save(lake.path("silver", "minute_sleep"))
+
+    def by_day(scope: Scope) -> dict:
+        derived = fact_sleep(None, scope.silver(lake, "minute_sleep"), identity).collect()
+        return {r["date_key"]: (r["sleep_records"], r["minutes_asleep"], r["time_in_bed"]) for r in derived}
+
+    nap_day = (1, sum(1 for m in nap if m[2] == 1), len(nap))
+    night_day = (1, sum(1 for m in night if m[2] == 1), len(night))
+    assert by_day(Scope([(U1, date(2016, 4, 12))])).get(20160412) == nap_day
+    assert by_day(Scope([(U1, date(2016, 4, 12)), (U1, date(2016, 4, 13))])) == {20160412: nap_day, 20160413: night_day}
 
 
 def test_two_sleep_day_rows_on_one_day_keep_the_newer(spark):
