@@ -27,7 +27,7 @@ class Column:
     name: str              # silver column (snake_case)
     type: str              # id | long | double | bool | date | timestamp
     nullable: bool = False  # an empty field is a null, not an error (weightLogInfo Fat)
-    scale: float = 1.0     # silver value = source value * scale (METs x 10 -> METs)
+    divisor: int = 1       # silver value = source value / divisor (METs x 10 -> METs)
     checks: tuple[str, ...] = ()  # value rules beyond the type's own (see quality.py)
 
 
@@ -163,7 +163,7 @@ KINDS: tuple[FileKind, ...] = (
     _minute_kind("minuteStepsNarrow", "minute_steps", MINUTE_STEPS),
     _minute_kind("minuteCaloriesNarrow", "minute_calories", MINUTE_CALORIES),
     _minute_kind("minuteIntensitiesNarrow", "minute_intensities", MINUTE_INTENSITY),
-    _minute_kind("minuteMETsNarrow", "minute_mets", _c("METs", "mets", "double", scale=0.1)),
+    _minute_kind("minuteMETsNarrow", "minute_mets", _c("METs", "mets", "double", divisor=10)),
     _wide_kind("minuteStepsWide", "minute_steps", "Steps", MINUTE_STEPS),
     _wide_kind("minuteCaloriesWide", "minute_calories", "Calories", MINUTE_CALORIES),
     _wide_kind("minuteIntensitiesWide", "minute_intensities", "Intensity", MINUTE_INTENSITY),

@@ -67,8 +67,8 @@ def typed_value(raw: SparkColumn, col: Column, ntz_session: bool = False) -> Spa
             F.when(F.try_to_timestamp(text, fmt).isNotNull(), F.to_timestamp_ntz(text, fmt))
     else:
         raise ValueError(f"unknown column type {col.type}")
-    if col.scale != 1.0:
-        value = value * F.lit(col.scale)
+    if col.divisor != 1:   # a division, not x 0.1: 157 / 10 is 15.7, 157 x 0.1 is 15.700000000000001
+        value = value / F.lit(col.divisor)
     return value
 
 

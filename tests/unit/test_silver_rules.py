@@ -274,10 +274,11 @@ def test_minute_steps_and_mets(spark, rules):
     assert rows[2]["reasons"] == ["steps_per_minute_above_max:steps"]
 
     mets = [event("minuteMETsNarrow", [BIG_ID, f"4/12/2016 1:0{n}:00 AM", v], row=n)
-            for n, v in {1: "10", 2: "13", 3: "-1"}.items()]
+            for n, v in {1: "10", 2: "157", 3: "-1"}.items()]
     rows = by_row(typed(spark, rules, "minuteMETsNarrow", mets).collect())
-    assert rows[1]["mets"] == pytest.approx(1.0)
-    assert rows[2]["mets"] == pytest.approx(1.3)
+    # the double nearest the real METs (157 x 0.1 would give 15.700000000000001)
+    assert rows[1]["mets"] == 1.0
+    assert rows[2]["mets"] == 15.7
     assert rows[1]["reasons"] == [] and rows[2]["reasons"] == []
     assert rows[3]["reasons"] == ["negative_value:mets"]
 
