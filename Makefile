@@ -126,6 +126,7 @@ bench: setup
 clean:
 	rm -rf notebooks/_executed .pytest_cache
 
-# deletes the lake (tables, checkpoints, the local broker's topic data)
-clean-lake: kafka-down
-	rm -rf data/_producer data/_secrets data/bronze data/silver data/gold data/checkpoints data/kafka data/reports data/_synthetic data/mlflow.db data/mlflow-artifacts data/_warehouse data/_derby data/mlruns data/_locks data/_spark_tmp
+# deletes the lake at FITBIT_LAKE_DIR (tables, checkpoints, ledger, the local broker's topic data,
+# reports, MLflow's store), after stopping the broker it started; the raw CSVs stay
+clean-lake: $(STAMP)
+	$(PY) -m fitbit_lakehouse clean-lake

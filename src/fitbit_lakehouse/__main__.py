@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     vac.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     vac.add_argument("--force", action="store_true", help="allow a retention under the tables' own; holds every "
                      "step's lock meanwhile, so stop make stream first")
+    sub.add_parser("clean-lake", help="delete the lake, its checkpoints and ledger, the local broker's topics, "
+                   "reports and MLflow store (the raw CSVs stay)")
     lb = sub.add_parser("lab", help="JupyterLab on notebooks/ with the project's kernel (make lab)")
     lb.add_argument("--port", type=int)
     lb.add_argument("--token", help="the server's token (default: a random one, printed)")
@@ -178,6 +180,12 @@ def _dispatch(args, settings) -> int:
         for result in results:
             if result.kept_because:
                 print(f"  kept {result.table}: {result.kept_because}")
+    elif args.command == "clean-lake":
+        from .maintenance import clean_lake
+
+        deleted = clean_lake(settings)
+        print(f"deleted {', '.join(p.name for p in deleted)} from {settings.lake_dir}" if deleted
+              else f"nothing to delete: {settings.lake_dir} holds no lake")
     elif args.command == "lab":
         from .lab import lab
 

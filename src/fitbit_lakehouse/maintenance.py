@@ -197,6 +197,51 @@ def _commit_time_ms(path: Path, version: int) -> int | None:
         return None
 
 
+# what a run writes under the lake dir besides the configured entries below (raw_dir, even when it lies
+# under the lake dir, is the user's input and stays)
+LAKE_ENTRIES = ("bronze", "silver", "gold", "checkpoints", "_producer", "_locks", "_warehouse", "_derby", "mlruns")
+LAKE_ENTRY_SETTINGS = ("paths.reports_dir", "paths.synthetic_dir", "kafka.broker.log_dir", "spark.scratch_dir",
+                       "privacy.lake_secret_file", "mlflow.artifact_location")
+
+
+def lake_entries(settings: Settings) -> list[Path]:
+    """The files and folders of the lake dir that a run wrote: the lake, its checkpoints and ledger, the
+    local broker's topics, the reports, MLflow's store. Configured ones count only under the lake dir."""
+    lake = settings.lake_dir.resolve()
+    names = list(LAKE_ENTRIES)
+    for key in LAKE_ENTRY_SETTINGS:
+        value = settings.get(key)
+        if value and not Path(value).is_absolute():
+            names.append(Path(value).parts[0])
+    if not settings.get("mlflow.tracking_uri"):
+        names.append("mlflow.db")
+    raw = settings.raw_dir.resolve()
+    return [lake / name for name in dict.fromkeys(names)
+            if (lake / name).exists() and not raw.is_relative_to(lake / name)]
+
+
+def clean_lake(settings: Settings) -> list[Path]:
+    """Delete what a run wrote under the lake dir (lake_entries), holding every step's lock meanwhile:
+    refused while a run, a stream or a producer uses this lake. The local broker the project started
+    for this lake is stopped first (its topics go with the lake). Returns what was deleted."""
+    import shutil
+
+    from .kafka_broker import stop_local_broker
+    from .pipeline import writing
+
+    with ExitStack() as held:
+        for step in ("produce", "bronze", "silver", "gold", "insights"):
+            held.enter_context(writing(settings, step))
+        stop_local_broker(settings)
+        entries = lake_entries(settings)
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    return [e for e in entries if e.name != "_locks"]   # the lock files this call made are not news
+
+
 def summary_line(results: list[TableVacuum], hours: int, dry_run: bool, seconds: float) -> str:
     files, size = sum(r.files for r in results), sum(r.bytes for r in results)
     if not files:

@@ -115,3 +115,34 @@ def test_a_table_whose_reader_is_behind_past_the_retention_is_kept(settings):
     state.write_text(json.dumps({"daily_activity": 2}))   # gold caught up
     (done,) = vacuum_lake(settings, retain_hours=0, force=True)
     assert done.files == 2 and not done.kept_because and data_files(table) == live_files(table)
+
+
+# --- make clean-lake -------------------------------------------------------------------------------
+
+def test_clean_lake_deletes_what_runs_wrote_under_the_configured_lake_and_keeps_the_raw_csvs(base_settings, tmp_path):
+    from fitbit_lakehouse.maintenance import clean_lake
+
+    lake = tmp_path / "elsewhere"
+    settings = base_settings.with_overrides(**{"paths.lake_dir": str(lake), "paths.raw_dir": str(lake / "raw"),
+                                               "mlflow.tracking_uri": ""})
+    written = ["bronze/events/_delta_log/0.json", "silver/x/part-0.parquet", "gold/y/part-0.parquet",
+               "checkpoints/bronze/offsets/0", "_producer/ledger.json", "_secrets/user_key_secret",
+               "kafka/meta.properties", "reports/report.html", "_synthetic/a.csv", "_spark_tmp/x",
+               "mlflow.db", "mlflow-artifacts/1/x", "_locks/bronze.lock", "_warehouse/x", "_derby/x"]
+    kept = ["raw/dailyActivity_merged.csv", "notes.txt", "README.md"]
+    for relative in written + kept:
+        (lake / relative).parent.mkdir(parents=True, exist_ok=True)
+        (lake / relative).write_text("x")
+
+    clean_lake(settings)
+    assert sorted(p.name for p in lake.iterdir()) == sorted({k.split("/")[0] for k in kept})
+    assert all((lake / k).read_text() == "x" for k in kept)
+
+
+def test_clean_lake_is_refused_while_a_step_writes_the_lake(settings, tmp_path):
+    from fitbit_lakehouse.maintenance import clean_lake
+
+    (tmp_path / "silver" / "x").mkdir(parents=True)
+    with writing(settings, "silver"), pytest.raises(LakeBusy, match="silver"):
+        clean_lake(settings)
+    assert (tmp_path / "silver" / "x").is_dir()
