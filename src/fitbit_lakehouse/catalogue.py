@@ -145,8 +145,8 @@ KINDS: tuple[FileKind, ...] = (
     FileKind("sleepDay", "sleepDay", "sleep_day", (
         ID, _c("SleepDay", "sleep_day", "timestamp"),
         _c("TotalSleepRecords", "total_sleep_records", "long"),
-        _c("TotalMinutesAsleep", "total_minutes_asleep", "long"),
-        _c("TotalTimeInBed", "total_time_in_bed", "long"),
+        _c("TotalMinutesAsleep", "total_minutes_asleep", "long", DAILY_MINUTES),
+        _c("TotalTimeInBed", "total_time_in_bed", "long", DAILY_MINUTES),
     ), "sleep_day", ("fitbit_id", "sleep_day"), row_checks=("asleep_above_time_in_bed",),
         months=(2,)),
     FileKind("hourlySteps", "hourlySteps", "hourly_steps", (

@@ -224,11 +224,14 @@ def test_sleep_day_rules(spark, rules):
         event("sleepDay", [BIG_ID, "4/13/2016 12:00:00 AM", "2", "400", "400"], row=2),   # equal: fine
         event("sleepDay", [BIG_ID, "4/14/2016 12:00:00 AM", "1", "400", "399"], row=3),
         event("sleepDay", [BIG_ID, "4/15/2016 12:00:00 AM", "-1", "10", "20"], row=4),
+        event("sleepDay", [BIG_ID, "4/16/2016 12:00:00 AM", "2", "1440", "1440"], row=5),   # the whole day: fine
+        event("sleepDay", [BIG_ID, "4/17/2016 12:00:00 AM", "2", "1400", "1441"], row=6),   # a daily minutes field
     ]
     rows = by_row(typed(spark, rules, "sleepDay", values).collect())
-    assert rows[1]["reasons"] == [] and rows[2]["reasons"] == []
+    assert rows[1]["reasons"] == [] and rows[2]["reasons"] == [] and rows[5]["reasons"] == []
     assert rows[3]["reasons"] == ["asleep_above_time_in_bed"]
     assert rows[4]["reasons"] == ["negative_value:total_sleep_records"]
+    assert rows[6]["reasons"] == ["daily_minutes_above_max:total_time_in_bed"]
     assert rows[1]["sleep_day"] == datetime(2016, 4, 12)
     assert (rows[1]["total_sleep_records"], rows[1]["total_minutes_asleep"], rows[1]["total_time_in_bed"]) \
         == (1, 327, 346)
