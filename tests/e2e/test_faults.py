@@ -27,6 +27,7 @@ import pytest
 from fitbit_lakehouse import pipeline
 from fitbit_lakehouse.synthetic import generate
 from tests.e2e import chaos_report
+from tests.kafka_topics import topic_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -97,14 +98,7 @@ def _run_here(topic, lake_dir, alerts_topic, silver_files=SILVER_FILES) -> None:
 
 
 def _alerts(settings, alerts_topic) -> Counter:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(alerts_topic, bootstrap_servers=settings.bootstrap_servers,
-                             auto_offset_reset="earliest", consumer_timeout_ms=4000,
-                             isolation_level="read_committed")
-    keys = Counter(m.key.decode() for m in consumer)
-    consumer.close()
-    return keys
+    return Counter(m.key.decode() for m in topic_messages(settings.bootstrap_servers, alerts_topic))
 
 
 def _snapshot(spark, settings, lake_dir) -> dict[str, pd.DataFrame]:

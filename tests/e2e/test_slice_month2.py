@@ -17,6 +17,7 @@ import pytest
 
 from fitbit_lakehouse import pipeline
 from fitbit_lakehouse.privacy import user_key_secret
+from tests.kafka_topics import topic_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -199,14 +200,7 @@ def _same_frames(before: dict, after: dict, key_of) -> None:
 
 
 def _published_alerts(settings) -> list:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(settings.alerts_topic, bootstrap_servers=settings.bootstrap_servers,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000,
-                             isolation_level="read_committed")
-    published = [(m.key.decode(), json.loads(m.value)) for m in consumer]
-    consumer.close()
-    return published
+    return [(m.key.decode(), json.loads(m.value)) for m in topic_messages(settings.bootstrap_servers, settings.alerts_topic)]
 
 
 def test_rerun_with_nothing_new_adds_no_bronze_record(lake, settings):

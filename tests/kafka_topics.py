@@ -1,0 +1,30 @@
+"""A topic's messages as a consumer sees them, read up to the topic's end offsets: the tests' own
+reader (independent of the project's), which stops when it has everything rather than after an idle
+timeout."""
+from __future__ import annotations
+
+import time
+
+
+def topic_messages(bootstrap_servers: str, topic: str, committed_only: bool = True, timeout_s: float = 60,
+                   **client) -> list:
+    """Every message of `topic` from its beginning to its end offsets. committed_only: what a
+    read_committed consumer gets (no aborted transaction); else every message sent."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                             isolation_level="read_committed" if committed_only else "read_uncommitted", **client)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        assert partitions, f"no topic {topic}"
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)   # a read_committed consumer's ends: the last stable offsets
+        messages, deadline = [], time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout_s} s"
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                messages += [r for r in records if r.offset < ends[tp]]
+        return messages
+    finally:
+        consumer.close()
