@@ -131,7 +131,7 @@ KINDS: tuple[FileKind, ...] = (
         prefer=("total_steps", TRACKED), row_checks=("daily_minutes_sum_above_max",)),
     FileKind("dailyCalories", "dailyCalories", "daily_calories", (
         ID, _c("ActivityDay", "activity_date", "date"), _c("Calories", "calories", "long"),
-    ), "activity_date", ("fitbit_id", "activity_date"), prefer=("calories",), months=(2,)),
+    ), "activity_date", ("fitbit_id", "activity_date"), months=(2,)),   # no steps or minutes: the newer wins
     FileKind("dailyIntensities", "dailyIntensities", "daily_intensities", (
         ID, _c("ActivityDay", "activity_date", "date"),
         *(_by_name[n] for n in ("SedentaryMinutes", "LightlyActiveMinutes", "FairlyActiveMinutes",

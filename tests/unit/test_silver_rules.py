@@ -409,6 +409,26 @@ def test_resolve_daily_activity(spark, rules):
     assert (rows[6]["total_steps"], rows[6]["_kafka_offset"]) == (100, 60)
 
 
+def test_resolve_the_split_daily_files_by_the_contracts_order(spark, rules):
+    """dailySteps: more steps wins; dailyIntensities: more tracked minutes; dailyCalories has neither,
+    so the newer wins (CONTRACT: more steps, then more tracked minutes, then the newer), in either order."""
+    def resolved(kind: str, first: list, second: list) -> list:
+        values = [event(kind, first, row=1), event(kind, second, row=2)]
+        return _resolve(spark, rules, kind, values, offsets=[1, 2])
+
+    def intensities(sedentary: str) -> list:
+        return [BIG_ID, "4/12/2016", sedentary, "200", "20", "10", "0", "3.1", "0.5", "1.2"]
+
+    for more, less in (("9000", "5000"), ("5000", "9000")):
+        [steps] = resolved("dailySteps", [BIG_ID, "4/12/2016", more], [BIG_ID, "4/12/2016", less])
+        assert steps["step_total"] == 9000
+        [minutes] = resolved("dailyIntensities", intensities("900" if more == "9000" else "800"),
+                             intensities("800" if more == "9000" else "900"))
+        assert minutes["sedentary_minutes"] == 900
+        [calories] = resolved("dailyCalories", [BIG_ID, "4/12/2016", more], [BIG_ID, "4/12/2016", less])
+        assert calories["calories"] == int(less)   # the one received second
+
+
 def test_resolve_daily_activity_newer_by_timestamp(spark, rules):
     # equal steps and minutes: the later Kafka timestamp wins even at a lower offset (another partition)
     values = [event("dailyActivity", daily(Id="7", Calories="2000")),
