@@ -74,6 +74,25 @@ def test_every_row_reaches_bronze_and_reconciles(lake, csv):
     assert by_table["sleep_day"]["duplicates"] == len(csv["sleep_raw"]) - len(csv["sleep"])
 
 
+def test_a_count_that_is_off_fails_the_silver_step_loudly(lake, settings, spark, test_root):
+    """A copy of the lake loses one silver row behind silver's back: the next silver run (nothing new
+    in bronze) finds records in != silver rows + duplicates + quarantined for that table, and fails."""
+    import shutil
+
+    from fitbit_lakehouse.silver import ReconciliationError
+
+    copy = settings.with_overrides(**{"paths.lake_dir": str(test_root / "slice_miscounted")})
+    for part in ("bronze", "silver", "checkpoints"):
+        shutil.copytree(settings.lake_dir / part, copy.lake_dir / part)
+    assert all(r["holds"] for r in pipeline.silver_step(copy))   # the copy reconciles as it is
+    table = copy.lake_dir / "silver" / "daily_activity"
+    one = spark.read.format("delta").load(str(table)).select("fitbit_id", "activity_date").first()
+    spark.sql(f"DELETE FROM delta.`{table}` WHERE fitbit_id = {one[0]} AND activity_date = DATE'{one[1]}'")
+    with pytest.raises(ReconciliationError, match=r"daily_activity: in=\d+ != silver \d+") as failure:
+        pipeline.silver_step(copy)
+    assert "bronze/events" not in str(failure.value)
+
+
 def test_silver_holds_distinct_keys_typed(lake, csv):
     daily = lake["lake"].read("silver", "daily_activity").toPandas()
     assert len(daily) == csv["daily"][["Id", "date"]].drop_duplicates().shape[0]
