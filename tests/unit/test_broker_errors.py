@@ -47,7 +47,7 @@ def test_port_taken_by_something_else_is_named(base_settings):
         with pytest.raises(BrokerError) as err:
             # a short probe: garbage never turns into Kafka, however long it is waited for
             ensure_broker(_settings(base_settings, f"localhost:{port}", **{"kafka.probe_timeout_s": 2}))
-        assert f"Port {port}" in str(err.value) and "not Kafka" in str(err.value)
+        assert f"Port {port}" in str(err.value) and "not Kafka" in str(err.value) and "\n" not in str(err.value)
     finally:
         server.close()
 
@@ -61,7 +61,7 @@ def test_missing_java_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
     with pytest.raises(SetupError) as err:
         require_java()
-    assert "Java not found" in str(err.value) and "JDK 17" in str(err.value)
+    assert "Java not found" in str(err.value) and "JDK 17" in str(err.value) and "\n" not in str(err.value)
 
 
 def _fake_jdk(monkeypatch, home, version_line: str) -> None:
