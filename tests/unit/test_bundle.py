@@ -107,7 +107,13 @@ def test_jobs_run_in_dependency_order_and_every_parameter_reaches_the_notebooks(
     bundle = load_bundle(ROOT, "dev")
     assert [t.key for t in job_tasks(bundle, "fitbit_producer")] == ["produce"]
     assert [t.key for t in job_tasks(bundle, "fitbit_pipeline")] == ["bronze", "silver", "gold", "insights"]
-    assert "schedule" in bundle["resources"]["jobs"]["fitbit_pipeline"]
+    # daily at 05:00 UTC (Quartz: seconds minutes hours day month weekday); a development-mode
+    # target (dev) deploys schedules paused, a production one (prod) as they are
+    schedule = bundle["resources"]["jobs"]["fitbit_pipeline"]["schedule"]
+    assert schedule["quartz_cron_expression"].split()[:6] == ["0", "0", "5", "*", "*", "?"]
+    assert schedule["timezone_id"] == "UTC" and schedule.get("pause_status", "UNPAUSED") == "UNPAUSED"
+    targets = yaml.safe_load((ROOT / "bundle.yml").read_text())["targets"]
+    assert (targets["dev"]["mode"], targets["prod"]["mode"]) == ("development", "production")
     assert "schedule" not in bundle["resources"]["jobs"]["fitbit_producer"]
     for key in ("fitbit_producer", "fitbit_pipeline"):
         names = {p["name"] for p in bundle["resources"]["jobs"][key]["parameters"]}
