@@ -176,6 +176,16 @@ def test_no_raw_id_in_any_output(job_run, spark, month2):
             for column in frame.columns:
                 scan(f"gold.{table}.{column}", " ".join(frame[column].map(_text_of)))
     export_bi(spark, settings)
+    from deltalake import DeltaTable
+
+    tables = sorted(p.parent for p in (job_run["widget_lake"] / "gold").glob("*/_delta_log"))
+    assert len(tables) >= 8
+    for table in tables:   # make export: every gold table, whole, as Parquet and as CSV
+        rows = DeltaTable(str(table)).to_pandas()
+        bi = settings.reports_dir / "bi" / table.name
+        extracts = {"parquet": pd.read_parquet(bi.with_suffix(".parquet")), "csv": pd.read_csv(bi.with_suffix(".csv"))}
+        for form, extract in extracts.items():
+            assert (list(extract.columns), len(extract)) == (list(rows.columns), len(rows)), (table.name, form)
     outputs = [p for p in job_run["widget_lake"].rglob("*") if p.is_file()
                and not any(part in ("bronze", "silver", "checkpoints", "kafka", "_producer", "_secrets", "gold")
                            for part in p.relative_to(job_run["widget_lake"]).parts)]
