@@ -82,7 +82,8 @@ def _cases() -> dict:
     add("header_only", "hourlySteps_merged.csv", [], [], "hourly_steps", set(), header=HOURLY_HEADER)
     u = 9_000_000_008
     add("sleep_twice", "sleepDay_merged.csv",
-        [sleep(u, "4/12/2016 12:00:00 AM", 300, 350), sleep(u, "4/12/2016 10:00:00 PM", 410, 440)], [],
+        # the line sent last holds the earlier time and the smaller figures: only the order picks it
+        [sleep(u, "4/12/2016 10:00:00 PM", 410, 440), sleep(u, "4/12/2016 12:00:00 AM", 300, 350)], [],
         "sleep_day", {(u, "2016-04-12 00:00:00"), (u, "2016-04-12 22:00:00")}, header=SLEEP_HEADER)
     return cases
 
@@ -156,7 +157,7 @@ def test_two_sleep_summaries_on_one_day_give_one_gold_row_the_newer(run):
     key = hmac.new(user_key_secret(settings).encode(), b"9000000008", hashlib.sha256).hexdigest()[:32]
     sleep = run["lake"].read("gold", "fact_sleep").where(f"user_key = '{key}'").toPandas()
     assert len(sleep) == 1
-    assert (int(sleep["minutes_asleep"].iloc[0]), int(sleep["time_in_bed"].iloc[0])) == (410, 440)
+    assert (int(sleep["minutes_asleep"].iloc[0]), int(sleep["time_in_bed"].iloc[0])) == (300, 350)
 
 
 def test_poison_messages_of_every_shape_are_quarantined(run):
