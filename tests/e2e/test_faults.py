@@ -245,3 +245,36 @@ def test_a_recreated_topic_stops_bronze_with_a_clear_error(base_settings, broker
         pipeline.bronze_step(settings)
     assert "\n" not in str(failure.value) and "clean-lake" in str(failure.value)
     assert lake.count("bronze", "events") == landed   # nothing read from the new topic
+
+
+def test_records_the_topics_retention_deleted_before_bronze_landed_them_stop_bronze_with_a_clear_error(
+        base_settings, broker, test_root, spark):
+    """Nothing is skipped silently: records gone from Kafka before bronze read them (retention, or
+    Kafka's DeleteRecords as here) stop bronze with one line, and bronze lands nothing after the gap."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    from fitbit_lakehouse.bronze import DataLossError
+    from fitbit_lakehouse.tables import Lake
+
+    raw = test_root / "retention_raw"
+    generate(raw, users=2, days=2, seed=9, heart_rate_users=0)
+    settings = base_settings.with_overrides(**{
+        "paths.raw_dir": str(raw), "paths.lake_dir": str(test_root / "faults_retention"),
+        "kafka.bootstrap_servers": broker.bootstrap_servers, "kafka.events_topic": "e2e_retention",
+        "kafka.alerts_topic": "e2e_retention_alerts", "producer.records_per_message": 5})
+    pipeline.produce_step(settings, file_filter="dailyActivity")
+    pipeline.bronze_step(settings)
+    lake = Lake(spark, settings)
+    landed = lake.count("bronze", "events")
+    pipeline.produce_step(settings, file_filter="hourlySteps")   # not landed yet ...
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers)
+    partitions = [TopicPartition(settings.events_topic, p) for p in consumer.partitions_for_topic(settings.events_topic)]
+    ends = consumer.end_offsets(partitions)
+    consumer.close()
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    admin.delete_records(ends)   # ... and gone from the topic
+    admin.close()
+    with pytest.raises(DataLossError, match="retention removed them") as failure:
+        pipeline.bronze_step(settings)
+    assert "\n" not in str(failure.value) and "produce --replay" in str(failure.value)
+    assert lake.count("bronze", "events") == landed
