@@ -126,3 +126,21 @@ def test_broker_killed_mid_produce_and_mid_bronze_loses_and_doubles_nothing(own_
     assert landed == expected                             # ... and each is in bronze exactly once
     report = pipeline.silver_step(settings)
     assert all(r["holds"] for r in report)
+
+
+def test_clean_lake_stops_the_lakes_broker_and_deletes_its_topics_with_the_lake(own_broker):
+    """make clean-lake, last in this module (its lake is done with): the broker the project started
+    for the lake is stopped, and its topic data goes with the tables; the raw CSVs stay."""
+    from fitbit_lakehouse.kafka_broker import speaks_kafka
+    from fitbit_lakehouse.maintenance import clean_lake
+
+    settings = own_broker
+    pid = LocalBroker(settings).running_pid()
+    assert pid and speaks_kafka(settings.bootstrap_servers, 5)
+    deleted = {p.name for p in clean_lake(settings)}
+    assert {"bronze", "silver", "checkpoints", "_producer", "kafka"} <= deleted, deleted
+    assert not speaks_kafka(settings.bootstrap_servers, 2)
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    assert not cmdline.exists() or b"kafka.Kafka" not in cmdline.read_bytes()   # gone (or a zombie)
+    assert not any((settings.lake_dir / name).exists() for name in deleted)
+    assert any(settings.raw_dir.rglob("*.csv"))
