@@ -43,9 +43,9 @@ def _alive(pid: int) -> bool:
 
 def _interrupt_once(command: list[str], env: dict, ready, ready_within: float, exit_within: float,
                     sig: int = signal.SIGINT):
-    """Start `python -m fitbit_lakehouse <command>` in a session of its own and send it sig (SIGINT:
-    Ctrl-C) once ready(output so far) holds. Returns its exit code, its output and the processes it
-    had started."""
+    """Start `python -m fitbit_lakehouse <command>` in a session of its own and send sig to its whole
+    process group once ready(output so far) holds, as a terminal's Ctrl-C (SIGINT) and `timeout` or a
+    service manager (SIGTERM) do. Returns its exit code, its output and the processes it had started."""
     proc = subprocess.Popen([sys.executable, "-m", "fitbit_lakehouse", *command], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     output: list[str] = []
@@ -56,7 +56,7 @@ def _interrupt_once(command: list[str], env: dict, ready, ready_within: float, e
             assert proc.poll() is None and time.monotonic() < deadline, "".join(output)
             time.sleep(0.2)
         started = _descendants(proc.pid)
-        proc.send_signal(sig)
+        os.killpg(proc.pid, sig)
         code = proc.wait(exit_within)
     finally:
         if proc.poll() is None:
