@@ -182,3 +182,18 @@ def test_poison_messages_of_every_shape_are_quarantined(run):
     report = pipeline.silver_step(settings)
     assert all(r["holds"] for r in report)
     assert run["lake"].count("silver", "quarantine") == before + len(poison)
+
+
+def test_a_replay_quarantines_no_bad_row_twice(run):
+    """produce --replay sends every row again (new Kafka offsets): the bad rows among them are the
+    same source records, so quarantine keeps one row each and every silver table stays as it was."""
+    settings, lake = run["settings"], run["lake"]
+    tables = ["quarantine", *TIME]
+    before = {t: lake.count("silver", t) for t in tables}
+    bronze = lake.count("bronze", "events")
+    replayed = pipeline.produce_step(settings, replay=True)
+    assert replayed["rows"] > 0 and pipeline.bronze_step(settings)["records"] == replayed["rows"]
+    assert lake.count("bronze", "events") == bronze + replayed["rows"]
+    report = pipeline.silver_step(settings)
+    assert all(r["holds"] for r in report)
+    assert {t: lake.count("silver", t) for t in tables} == before
