@@ -385,6 +385,36 @@ def test_steps_by_weekday_query_matches_pandas(lake, spark, csv):
         assert got[day] == pytest.approx(steps, abs=0.5)
 
 
+def _query(spark, name: str) -> list:
+    return spark.sql((SQL / "queries" / f"{name}.sql").read_text().rstrip().rstrip(";")).collect()
+
+
+def test_kpi_summary_hourly_profile_and_sleep_queries_match_pandas(lake, spark, csv):
+    """The analysts' queries against the same figures worked out from the CSVs (CONTRACT's rules)."""
+    _register_gold_views(lake)
+    d = csv["daily"][csv["daily"]["TotalSteps"] > 0]
+    [summary] = _query(spark, "kpi_summary")
+    active = d["VeryActiveMinutes"] + d["FairlyActiveMinutes"] + d["LightlyActiveMinutes"]
+    assert (summary["valid_user_days"], summary["users"]) == (len(d), d["Id"].nunique())
+    assert summary["mean_daily_steps"] == pytest.approx(d["TotalSteps"].mean(), abs=0.05)
+    assert summary["mean_active_minutes"] == pytest.approx(active.mean(), abs=0.05)
+
+    h = csv["hourly"]
+    got = {r["hour"]: (r["mean_steps"], r["user_hours"]) for r in _query(spark, "hourly_profile")}
+    want = h.groupby(h["hour_ts"].dt.hour)["StepTotal"].agg(["mean", "size"])
+    assert set(got) == set(want.index)
+    for hour, (mean, size) in want.iterrows():
+        assert got[hour][1] == size and got[hour][0] == pytest.approx(mean, abs=0.05)
+
+    s = csv["sleep"].sort_index().groupby(["Id", "date"]).tail(1)   # one summary per user-day: the last
+    got = {r["hours_in_bed"]: (r["nights"], r["mean_minutes_asleep"])
+           for r in _query(spark, "sleep_efficiency_vs_time_in_bed")}
+    want = s.groupby(s["TotalTimeInBed"] // 60)["TotalMinutesAsleep"].agg(["size", "mean"])
+    assert set(got) == set(want.index)
+    for hours, (size, mean) in want.iterrows():
+        assert got[hours][0] == size and got[hours][1] == pytest.approx(mean, abs=0.05)
+
+
 def test_ddl_matches_the_gold_tables(lake, spark):
     """sql/ddl creates tables whose columns and types are those the pipeline writes."""
     spark.sql("CREATE DATABASE IF NOT EXISTS ddl_check")
