@@ -52,6 +52,10 @@ def _vacuum(lake: Path) -> subprocess.CompletedProcess:
     return out
 
 
+def _user_days(rows: pd.DataFrame) -> set:
+    return set(zip(rows["Id"], rows["ActivityDate"]))
+
+
 def _kpi_steps(lake: Path) -> dict:
     from deltalake import DeltaTable
 
@@ -97,7 +101,8 @@ def test_vacuum_deletes_only_unused_files_keeps_what_gold_has_not_read_and_the_p
     out = _vacuum(lake)
     assert "kept silver/daily_activity: gold has not read" in out.stdout, out.stdout
     assert data_files(silver) - live_files(silver) == replaced
-    pipeline.gold_step(settings)   # reads the change feed of those commits
+    gold = pipeline.gold_step(settings)   # reads the change feed of those commits
+    assert gold["user_days"] == len(_user_days(sent[-1]))   # only the user-days those commits changed
     assert _kpi_steps(lake) == _expected_kpi_steps(pd.concat(sent), secret, min_steps)
 
     # now nothing is behind: every file no version uses goes, every row stays
@@ -119,6 +124,7 @@ def test_vacuum_deletes_only_unused_files_keeps_what_gold_has_not_read_and_the_p
     DeltaTable(str(silver)).vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True)
     assert not list((silver / "_change_data").glob("*.parquet"))   # (Spark's VACUUM does the same, in 29 s)
     with caplog.at_level(logging.WARNING, logger="fitbit_lakehouse.gold"):
-        pipeline.gold_step(settings)
+        gold = pipeline.gold_step(settings)
+    assert gold["user_days"] == len(_user_days(pd.concat(sent)))   # every user-day silver holds
     assert any("change feed" in r.getMessage() and "rebuilding gold" in r.getMessage() for r in caplog.records)
     assert _kpi_steps(lake) == _expected_kpi_steps(pd.concat(sent), secret, min_steps)
