@@ -6,6 +6,7 @@ import copy
 import gzip
 import json
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,25 @@ def test_workspace_conf_uses_databricks_services():
     assert settings.get("producer.synthetic_when_empty") is False
     assert settings.get("privacy.lake_secret_file") == ""
     assert settings.get("storage.kind") == "catalog"
+
+
+def test_make_backfill_runs_gold_then_insights_with_its_date_range(monkeypatch, tmp_path):
+    """`make backfill FROM=.. TO=..` is the pipeline job cut to its gold and insights tasks, both given
+    the range as the job's start_date and end_date parameters (the notebooks' widgets)."""
+    from fitbit_lakehouse import __main__ as cli
+    from fitbit_lakehouse import pipeline
+
+    recipe = re.search(r"^backfill:.*?\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    command = next(line for line in recipe.splitlines() if "-m fitbit_lakehouse" in line)
+    argv = command.split("-m fitbit_lakehouse", 1)[1].replace("$(FROM)", "2016-04-14").replace("$(TO)", "2016-04-20")
+    runs = []
+    monkeypatch.setattr(pipeline, "execute_notebooks", lambda settings, notebooks, out_dir: runs.extend(notebooks))
+    monkeypatch.setenv("FITBIT_LAKE_DIR", str(tmp_path / "lake"))
+    sigterm = signal.getsignal(signal.SIGTERM)   # the CLI's own, restored for the rest of the session
+    try:
+        assert cli.main(argv.split()) == 0
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    assert [(r.name, r.path.name) for r in runs] == [("gold", "04_gold.ipynb"), ("insights", "05_insights.ipynb")]
+    for run in runs:
+        assert (run.widgets["start_date"], run.widgets["end_date"]) == ("2016-04-14", "2016-04-20")
