@@ -109,9 +109,11 @@ def test_gold_follows_the_stream_and_a_later_day_shows_up(base_settings, broker,
         # SIGINT to the group): the stream still stops between micro-batches, its Spark JVM untouched
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(60)
+            code = proc.wait(60)
         except subprocess.TimeoutExpired:
+            code = "still running 60 s after SIGTERM"
             proc.kill()
+    assert code == 0, "".join(output)   # it stopped by itself, as a stream asked to stop does
     assert not (lake / "reports" / "gold.json").exists(), "04_gold's step ran: gold must come from the stream"
     # a normal run and its stop print no Spark log lines, errors or tracebacks (the JVM launcher's one
     # warning aside): the queries stop between micro-batches
