@@ -94,8 +94,11 @@ def run_pipeline(lake: Path, raw: Path | None, label: str, settings: dict | None
                  env: dict | None = None, kept_jvm_pid: int | None = None) -> dict:
     """One `python -m fitbit_lakehouse run`: wall seconds, per-step seconds, peak memory of the tree
     (and of the kept Spark JVM's, when the run attaches to one)."""
+    if raw is None:   # an empty raw folder: the synthetic default
+        raw = lake / "no-raw-files"
+        raw.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FITBIT_LAKE_DIR": str(lake), "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{PORT}",
-           "FITBIT_RAW_DIR": str(raw or lake / "no-raw-files"), "FITBIT_LOG_LEVEL": "WARNING",
+           "FITBIT_RAW_DIR": str(raw), "FITBIT_LOG_LEVEL": "WARNING",
            "SPARK_KEPT_JVM": "off", **(env or {})}
     if settings:
         env["FITBIT_SETTINGS"] = json.dumps(settings)

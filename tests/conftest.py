@@ -54,6 +54,7 @@ def test_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def base_settings(test_root):
     """Settings of the test session: a lake under tmp, a broker port of its own."""
+    (test_root / "raw").mkdir(exist_ok=True)   # empty: the synthetic data set where a test runs on it
     environ = {"FITBIT_LAKE_DIR": str(test_root / "lake"), "FITBIT_RAW_DIR": str(test_root / "raw"),
                "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{free_port()}"}
     return load_settings(env="local", conf_dir=ROOT / "conf", environ=environ).with_overrides(

@@ -359,6 +359,10 @@ def resolve_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None
     """FITBIT_RAW_DIR when it holds a Fitbit CSV, else (where allowed) a synthetic data set generated once."""
     if scan_sources(settings.raw_dir).files:
         return settings.raw_dir, False
+    if synthetic_when_empty is None and not settings.raw_dir.exists():   # a mistyped path is not "no data"
+        raise NoInput(f"The raw folder {settings.raw_dir} does not exist: set FITBIT_RAW_DIR (or the raw_dir "
+                      f"parameter) to the folder of the Kaggle CSVs, or to an empty folder for the synthetic "
+                      f"data set.")
     if synthetic_when_empty is None:
         synthetic_when_empty = settings.get("producer.synthetic_when_empty")
     if not synthetic_when_empty:

@@ -140,6 +140,7 @@ def test_an_empty_raw_folder_is_an_error_where_synthetic_data_was_not_asked_for(
 
     workspace = load_settings(env="workspace", conf_dir=ROOT / "conf", environ={}).with_overrides(
         **{"paths.raw_dir": str(tmp_path / "raw"), "paths.lake_dir": str(tmp_path / "lake")})
+    (tmp_path / "raw").mkdir()
     with pytest.raises(NoInput, match="synthetic=true"):
         resolve_raw_dir(workspace)
     raw_dir, synthetic = resolve_raw_dir(workspace.with_overrides(**{"synthetic.days": 1, "synthetic.users": 1}),
@@ -166,6 +167,8 @@ def test_produce_leaves_synthetic_data_to_conf_unless_a_parameter_asks(tmp_path,
     generated = []
     monkeypatch.setattr(produce, "scan_sources", lambda path: type("S", (), {"files": []})())
 
+    (tmp_path / "empty").mkdir()
+
     def resolved(synthetic):
         local = settings(**{"paths.raw_dir": str(tmp_path / "empty"), "paths.lake_dir": str(tmp_path / "lake")})
         monkeypatch.setattr("fitbit_lakehouse.synthetic.generate", lambda target, **kw: generated.append(target))
@@ -178,3 +181,17 @@ def test_produce_leaves_synthetic_data_to_conf_unless_a_parameter_asks(tmp_path,
     assert resolved(read_params(LocalDbutils({"synthetic": ""}), **cell)["synthetic"]) is True   # widget left empty
     assert resolved(read_params(LocalDbutils({"synthetic": "false"}), **cell)["synthetic"]) == "refused"
     assert generated
+
+
+def test_a_raw_folder_that_does_not_exist_is_an_error_not_the_synthetic_data(tmp_path):
+    """FITBIT_RAW_DIR mistyped: one line that names the folder, rather than gold from synthetic data;
+    unless the synthetic data set was asked for by name."""
+    from fitbit_lakehouse.produce import NoInput, resolve_raw_dir
+
+    local = settings(**{"paths.raw_dir": str(tmp_path / "no-such-folder"), "paths.lake_dir": str(tmp_path / "lake"),
+                        "synthetic.days": 1, "synthetic.users": 1})
+    assert local.get("producer.synthetic_when_empty")   # conf allows it for an empty folder, locally
+    with pytest.raises(NoInput, match="no-such-folder does not exist") as failure:
+        resolve_raw_dir(local)
+    assert "\n" not in str(failure.value)
+    assert resolve_raw_dir(local, synthetic_when_empty=True)[1]
