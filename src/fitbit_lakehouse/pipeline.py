@@ -108,9 +108,10 @@ def _timed_report(settings: Settings, step: str, started: float, payload: dict) 
 def produce_step(settings: Settings, file_filter: str | None = None, limit: int | None = None,
                  speed: float | None = None, replay: bool = False, synthetic: bool | None = None) -> dict:
     from .kafka_broker import ensure_broker, ensure_topics
-    from .produce import produce_from_settings
+    from .produce import produce_from_settings, require_raw_dir
 
     started = time.monotonic()
+    require_raw_dir(settings, synthetic)   # before a broker is started for nothing
     with writing(settings, "produce"):
         ensure_broker(settings)
         topic_ids = ensure_topics(settings)
@@ -224,8 +225,11 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
 
     from .catalogue import scan_sources
     from .kafka_broker import ensure_broker, stop_local_broker
+    from .produce import require_raw_dir
     from .spark import scratch_root, sweep_scratch
 
+    if any(run.path.stem == NOTEBOOKS[0] and run.widgets is None for run in runs):
+        require_raw_dir(settings)   # make run on a mistyped FITBIT_RAW_DIR: said before anything starts
     out_dir.mkdir(parents=True, exist_ok=True)
     run_started = time.monotonic()
     settings.reports_dir.mkdir(parents=True, exist_ok=True)

@@ -355,14 +355,20 @@ class NoInput(RuntimeError):
     """The raw folder holds no Fitbit CSV and synthetic data was not asked for."""
 
 
+def require_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> None:
+    """A raw folder that does not exist is a mistyped path, not "no data": an error, unless the
+    synthetic data set was asked for by name (synthetic_when_empty True)."""
+    if synthetic_when_empty is None and not settings.raw_dir.exists():
+        raise NoInput(f"The raw folder {settings.raw_dir} does not exist: set FITBIT_RAW_DIR (or the raw_dir "
+                      f"parameter) to the folder of the Kaggle CSVs, or to an empty folder for the synthetic "
+                      f"data set.")
+
+
 def resolve_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> tuple[Path, bool]:
     """FITBIT_RAW_DIR when it holds a Fitbit CSV, else (where allowed) a synthetic data set generated once."""
     if scan_sources(settings.raw_dir).files:
         return settings.raw_dir, False
-    if synthetic_when_empty is None and not settings.raw_dir.exists():   # a mistyped path is not "no data"
-        raise NoInput(f"The raw folder {settings.raw_dir} does not exist: set FITBIT_RAW_DIR (or the raw_dir "
-                      f"parameter) to the folder of the Kaggle CSVs, or to an empty folder for the synthetic "
-                      f"data set.")
+    require_raw_dir(settings, synthetic_when_empty)
     if synthetic_when_empty is None:
         synthetic_when_empty = settings.get("producer.synthetic_when_empty")
     if not synthetic_when_empty:

@@ -195,3 +195,26 @@ def test_a_raw_folder_that_does_not_exist_is_an_error_not_the_synthetic_data(tmp
         resolve_raw_dir(local)
     assert "\n" not in str(failure.value)
     assert resolve_raw_dir(local, synthetic_when_empty=True)[1]
+
+
+def test_make_run_and_produce_on_a_raw_folder_that_does_not_exist_stop_before_starting_anything(
+        tmp_path, monkeypatch, capsys):
+    import signal
+
+    from fitbit_lakehouse import __main__ as cli
+    from fitbit_lakehouse import kafka_broker
+
+    def no_broker(*args, **kwargs):
+        raise AssertionError("a broker was started for a run that cannot read its input")
+
+    monkeypatch.setattr(kafka_broker, "ensure_broker", no_broker)
+    monkeypatch.setenv("FITBIT_RAW_DIR", str(tmp_path / "typo"))
+    monkeypatch.setenv("FITBIT_LAKE_DIR", str(tmp_path / "lake"))
+    sigterm = signal.getsignal(signal.SIGTERM)   # the CLI's own, restored for the rest of the session
+    try:
+        for command in (["run"], ["produce"]):
+            assert cli.main(command) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "typo does not exist" in err, err
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
