@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from .bronze import DataLossError
     from .bundle import BundleError
     from .cluster import ClusterError
+    from .config import ConfigError
     from .kafka_broker import BrokerError
     from .maintenance import VacuumRefused
     from .maven import SetupError
@@ -80,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     from .silver import ReconciliationError
     from .spark import AFTER_CTRL_C, exit_on_ctrl_c
 
-    settings = settings_from_params(raw_dir=getattr(args, "raw_dir", None))
+    try:
+        settings = settings_from_params(raw_dir=getattr(args, "raw_dir", None))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     exit_on_ctrl_c()
     signal.signal(signal.SIGTERM, as_ctrl_c)
     try:

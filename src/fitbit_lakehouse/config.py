@@ -63,6 +63,10 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+class ConfigError(ValueError):
+    """Settings that cannot be read: an unknown FITBIT_ENV, a FITBIT_SETTINGS that is not a mapping."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """All settings of one run. `raw` is the merged YAML tree; properties name what code uses."""
@@ -134,6 +138,21 @@ class Settings:
         return Settings(raw=tree, project_root=self.project_root, env=self.env)
 
 
+def _extra_settings(text: str) -> dict:
+    example = '\'{"silver.max_files_per_trigger": 1}\''
+    try:
+        extra = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"FITBIT_SETTINGS is not valid JSON or YAML{where}: give a mapping of dotted "
+                          f"settings, e.g. FITBIT_SETTINGS={example}") from None
+    if not isinstance(extra, dict):
+        raise ConfigError(f"FITBIT_SETTINGS is not a mapping: give dotted settings and their values, e.g. "
+                          f"FITBIT_SETTINGS={example}")
+    return extra
+
+
 def load_settings(env: str | None = None, conf_dir: Path | None = None,
                   environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Load base.yml, merge <env>.yml over it, then environment variables, then overrides."""
@@ -142,13 +161,16 @@ def load_settings(env: str | None = None, conf_dir: Path | None = None,
     env = env or environ.get("FITBIT_ENV", "local")
     tree = yaml.safe_load((conf_dir / "base.yml").read_text()) or {}
     env_file = conf_dir / f"{env}.yml"
+    if env != "base" and not env_file.is_file():   # a typo would otherwise run on base.yml alone
+        known = sorted(p.stem for p in conf_dir.glob("*.yml") if p.stem != "base")
+        raise ConfigError(f"FITBIT_ENV={env}: there is no {env_file}; use one of {', '.join(known)}")
     if env_file.is_file():
         tree = deep_merge(tree, yaml.safe_load(env_file.read_text()) or {})
     for var, dotted in ENV_OVERRIDES.items():
         if environ.get(var):
             _set_dotted(tree, dotted, environ[var])
     # any other setting, as YAML/JSON of dotted keys: FITBIT_SETTINGS='{"silver.max_files_per_trigger": 1}'
-    for dotted, value in (yaml.safe_load(environ.get("FITBIT_SETTINGS") or "{}") or {}).items():
+    for dotted, value in _extra_settings(environ.get("FITBIT_SETTINGS") or "{}").items():
         _set_dotted(tree, dotted, value)
     settings = Settings(raw=tree, project_root=conf_dir.parent, env=env)
     return settings.with_overrides(**overrides) if overrides else settings

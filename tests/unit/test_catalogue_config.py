@@ -223,3 +223,18 @@ def test_every_rule_a_record_can_fail_is_named_in_conf():
     in_code |= {check for kind in KINDS for col in kind.columns for check in col.checks}
     in_code |= {check for kind in KINDS for check in kind.row_checks}
     assert len(in_code) > 10 and in_code <= named, sorted(in_code - named)
+
+
+@pytest.mark.parametrize("environ, says", [
+    ({"FITBIT_SETTINGS": "{bad json"}, "not valid JSON or YAML"),
+    ({"FITBIT_SETTINGS": "[1, 2]"}, "not a mapping"),
+    ({"FITBIT_ENV": "prod"}, "FITBIT_ENV=prod: there is no"),
+])
+def test_settings_that_cannot_be_read_are_one_line_that_says_what_to_give(environ, says):
+    from fitbit_lakehouse.config import ConfigError
+
+    with pytest.raises(ConfigError, match=says) as failure:
+        load_settings(environ=environ)
+    assert "\n" not in str(failure.value)
+    if "FITBIT_ENV" in environ:
+        assert "local, workspace" in str(failure.value)
