@@ -144,7 +144,7 @@ def job_parameters(bundle: dict, job_key: str, settings: Settings, given: dict[s
 def run_job(settings: Settings, job_key: str, target: str = "dev", given: dict[str, str] | None = None,
             only: list[str] | None = None, ignore_unknown: bool = False) -> None:
     """`make job`: the job's notebook tasks in order, job parameters pushed to each as widgets."""
-    from .pipeline import NotebookRun, execute_notebooks, settings_from_params
+    from .pipeline import BadDateRange, NotebookRun, date_range, execute_notebooks, settings_from_params
     from .params import JOB_PARAMETERS
 
     bundle = load_bundle(settings.project_root, target)
@@ -155,6 +155,10 @@ def run_job(settings: Settings, job_key: str, target: str = "dev", given: dict[s
             raise BundleError(f"job {job_key} has no task {', '.join(sorted(missing))}")
         tasks = [t for t in tasks if t.key in only]
     values, localised = job_parameters(bundle, job_key, settings, dict(given or {}), ignore_unknown)
+    try:   # a backfill's range, checked before any notebook starts
+        date_range(values.get("start_date"), values.get("end_date"))
+    except BadDateRange as exc:
+        raise BundleError(str(exc)) from None
     print(f"Job {job_key} (target {target}): tasks {' -> '.join(t.key for t in tasks)}", flush=True)
     for name, value in values.items():
         note = "   (local value; on Databricks the bundle's)" if name in localised else ""

@@ -148,13 +148,32 @@ def silver_step(settings: Settings, trigger: str | None = None) -> list[dict]:
     return result["reconciliation"]
 
 
+class BadDateRange(ValueError):
+    """A backfill's start_date or end_date that is not a date, or a start after the end."""
+
+
+def date_range(start_date=None, end_date=None) -> tuple:
+    """A backfill's range as dates: each a `date` or ISO text ("" or None: open at that end)."""
+    from datetime import date
+
+    def parsed(name: str, value):
+        if not value or isinstance(value, date):
+            return value or None
+        try:
+            return date.fromisoformat(str(value).strip())
+        except ValueError:
+            raise BadDateRange(f"{name}={value!r} is not a date: give YYYY-MM-DD, e.g. 2016-04-12") from None
+
+    start, end = parsed("start_date", start_date), parsed("end_date", end_date)
+    if start and end and start > end:
+        raise BadDateRange(f"start_date {start} is after end_date {end}: there is no day to rebuild")
+    return start, end
+
+
 def gold_step(settings: Settings, start_date=None, end_date=None) -> dict:
     """Gold brought up to date with silver (or, with a start or end date, that range rebuilt: a
     backfill), then new alerts published. Dates are `date`s or ISO text; "" or None = open."""
-    from datetime import date
-
-    start_date, end_date = (date.fromisoformat(d) if isinstance(d, str) and d else (d or None)
-                            for d in (start_date, end_date))
+    start_date, end_date = date_range(start_date, end_date)
     from .alerts import publish_alerts
     from .gold import run_gold
     from .kafka_broker import ensure_broker, ensure_topics

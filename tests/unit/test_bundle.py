@@ -208,3 +208,17 @@ def test_make_backfill_runs_gold_then_insights_with_its_date_range(monkeypatch, 
     assert [(r.name, r.path.name) for r in runs] == [("gold", "04_gold.ipynb"), ("insights", "05_insights.ipynb")]
     for run in runs:
         assert (run.widgets["start_date"], run.widgets["end_date"]) == ("2016-04-14", "2016-04-20")
+
+
+@pytest.mark.parametrize("start, end, says", [("2016-13-01", "2016-04-20", "start_date='2016-13-01' is not a date"),
+                                              ("2016-04-20", "2016-04-14", "is after end_date")])
+def test_a_backfill_range_that_is_no_range_is_refused_before_any_notebook_starts(start, end, says, monkeypatch,
+                                                                                 tmp_path):
+    from fitbit_lakehouse import pipeline
+    from fitbit_lakehouse.bundle import run_job
+
+    monkeypatch.setattr(pipeline, "execute_notebooks", lambda *a: pytest.fail("a notebook was started"))
+    settings = load_settings(env="local", conf_dir=ROOT / "conf", environ={"FITBIT_LAKE_DIR": str(tmp_path)})
+    with pytest.raises(BundleError, match=says) as failure:
+        run_job(settings, "fitbit_pipeline", only=["gold", "insights"], given={"start_date": start, "end_date": end})
+    assert "\n" not in str(failure.value)
