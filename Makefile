@@ -22,6 +22,7 @@ help:
 	@echo "make chaos       kill -9 every writer after each of its first commits, restart, compare (long; table in docs/chaos.md)"
 	@echo "make stream      bronze, silver and gold running continuously"
 	@echo "make vacuum      delete the table files no version of the last 7 days uses (a long stream's lake stays small)"
+	@echo "make clean-lake  delete the lake at FITBIT_LAKE_DIR and its broker's topics (the raw CSVs stay)"
 	@echo "make dashboard   live web dashboard over gold (Streamlit), refreshing while make stream runs"
 	@echo "make lakeview    rebuild the Databricks Lakeview dashboard JSON from sql/queries"
 	@echo "make kafka-up    start the local Kafka broker / make kafka-down stops it"
