@@ -134,12 +134,26 @@ def hit_kafka_metrics_bug(exc: Exception) -> bool:
                                                or "scala.Option.get()" in text and "IterableOps.map" in text)
 
 
+def _exception_text(exc: BaseException) -> str:
+    """An exception's message with those of its causes: a loss found while a task reads Kafka reaches
+    Python as TASK_WRITE_FAILED, with Kafka's reason in a Java cause (the JVM's stack trace text)."""
+    texts, seen = [], 0
+    while exc is not None and seen < 10:
+        texts += [str(exc), getattr(exc, "_stackTrace", None) or ""]
+        exc, seen = getattr(exc, "_cause", None) or exc.__cause__, seen + 1
+    return "\n".join(texts)
+
+
 def data_loss(exc: Exception, settings: Settings) -> DataLossError | None:
-    """The Kafka source's failOnDataLoss error, as one line that says what to do."""
-    text = str(exc)
+    """The Kafka source's failOnDataLoss error (found when a batch is planned, or while a task reads
+    the records), as one line that says what to do."""
+    text = _exception_text(exc)
     if "KAFKA_DATA_LOSS" not in text and "data may have been lost" not in text.lower():
         return None
-    first = next((line.strip() for line in text.splitlines() if "KAFKA_DATA_LOSS" in line), text.splitlines()[0])
+    lines = [line.strip() for line in text.splitlines()]
+    said = [line for line in lines if "KAFKA_DATA_LOSS" in line or "data may have been lost" in line.lower()
+            or line.startswith("Reason: Could not read")]
+    first = " ".join(dict.fromkeys(said[:2])) or lines[0]
     return DataLossError(
         f"Records of {settings.events_topic} that bronze has not landed are gone from Kafka (the topic was "
         f"recreated, or retention removed them): bronze stops rather than skip them. Re-produce them "

@@ -35,3 +35,40 @@ def test_a_message_without_the_kind_header_is_one_record_even_with_line_breaks(s
     assert sorted((r.offset, r.record_index, r.value) for r in out) == [
         (0, 0, "junk\nmore\r\njunk"), (1, 0, ""), (2, 0, None)]
     assert all(r.event_type is None and r.row_number is None for r in out)
+
+
+class _Captured(Exception):
+    """The shape of PySpark's captured JVM exceptions: a message, the JVM's stack trace text, a cause."""
+
+    def __init__(self, message: str, stack_trace: str = "", cause: Exception | None = None):
+        super().__init__(message)
+        self._stackTrace, self._cause = stack_trace, cause
+
+
+PLANNED = ("[STREAM_FAILED] Query terminated with exception: [KAFKA_DATA_LOSS.START_OFFSET_RESET] Some data may "
+           "have been lost because they are not available in Kafka any more; either the data was aged out by Kafka "
+           "or the topic may have been deleted before all the data in the topic was processed.")
+READ_IN_A_TASK = (
+    "org.apache.spark.SparkException: [TASK_WRITE_FAILED] Task failed while writing rows to file:/lake/bronze/events.\n"
+    "\tat org.apache.spark.sql.errors.QueryExecutionErrors$.taskFailedWhileWritingRowsError(QueryExecutionErrors.scala:1)\n"
+    "Caused by: org.apache.spark.sql.kafka010.KafkaIllegalStateException: Some data may have been lost because they "
+    "are not available in Kafka any more;\neither the data was aged out by Kafka or the topic may have been deleted\n"
+    "Reason: Could not read records in offset [4, 30) for topic partition events-0\n"
+    "\tat org.apache.spark.sql.kafka010.KafkaExceptions$.couldNotReadOffsetRange(KafkaExceptions.scala:101)\n")
+
+
+def test_a_kafka_data_loss_is_one_line_whether_found_when_planning_or_while_reading(base_settings):
+    """Found when a batch is planned it is in the query's own message; found while a task reads the
+    records it reaches Python as TASK_WRITE_FAILED, with Kafka's reason only in the JVM's cause."""
+    from fitbit_lakehouse.bronze import data_loss
+
+    planned = data_loss(_Captured(PLANNED), base_settings)
+    in_a_task = data_loss(_Captured("[STREAM_FAILED] Query terminated with exception: [TASK_WRITE_FAILED] Task "
+                                    "failed while writing rows", cause=_Captured("[TASK_WRITE_FAILED] Task failed",
+                                                                                 READ_IN_A_TASK)), base_settings)
+    for lost in (planned, in_a_task):
+        assert lost is not None and "\n" not in str(lost) and "produce --replay" in str(lost)
+    assert "KAFKA_DATA_LOSS" in str(planned)
+    assert "offset [4, 30) for topic partition events-0" in str(in_a_task)
+    assert data_loss(_Captured("[TASK_WRITE_FAILED] disk full", "java.io.IOException: No space left"),
+                     base_settings) is None
