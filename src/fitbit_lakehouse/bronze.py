@@ -17,7 +17,7 @@ from .catalogue import HEADER_COLUMNS, HEADER_FILE, HEADER_KIND, HEADER_ROW
 from .config import Settings
 from .kafka_broker import partitions_of, spark_options
 from .spark import trigger_of
-from .tables import BRONZE_EVENTS, Lake
+from .tables import BRONZE_EVENTS, Lake, exception_text
 
 log = logging.getLogger(__name__)
 
@@ -129,25 +129,15 @@ def hit_kafka_metrics_bug(exc: Exception) -> bool:
     """Spark 4.1.1's Kafka source (SPARK-57438) throws a NullPointerException in its progress metrics
     when a restarted query re-runs the batch that a crash left uncommitted. The batch itself has been
     written and committed by then, so the query only needs starting again."""
-    text = f"{exc} {getattr(exc, '_stackTrace', '') or ''}"
+    text = exception_text(exc)
     return "NullPointerException" in text and ("KafkaMicroBatchStream" in text
                                                or "scala.Option.get()" in text and "IterableOps.map" in text)
-
-
-def _exception_text(exc: BaseException) -> str:
-    """An exception's message with those of its causes: a loss found while a task reads Kafka reaches
-    Python as TASK_WRITE_FAILED, with Kafka's reason in a Java cause (the JVM's stack trace text)."""
-    texts, seen = [], 0
-    while exc is not None and seen < 10:
-        texts += [str(exc), getattr(exc, "_stackTrace", None) or ""]
-        exc, seen = getattr(exc, "_cause", None) or exc.__cause__, seen + 1
-    return "\n".join(texts)
 
 
 def data_loss(exc: Exception, settings: Settings) -> DataLossError | None:
     """The Kafka source's failOnDataLoss error (found when a batch is planned, or while a task reads
     the records), as one line that says what to do."""
-    text = _exception_text(exc)
+    text = exception_text(exc)   # found while a task reads: TASK_WRITE_FAILED, Kafka's reason in a cause
     if "KAFKA_DATA_LOSS" not in text and "data may have been lost" not in text.lower():
         return None
     lines = [line.strip() for line in text.splitlines()]

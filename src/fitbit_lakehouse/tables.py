@@ -85,10 +85,21 @@ CHANGE_FEED_GONE = ("FILE_NOT_EXIST", "FileNotFoundException", "DELTA_CHANGE_DAT
                     "DELTA_FILE_NOT_FOUND", "DELTA_VERSIONS_NOT_CONTIGUOUS", "VersionNotFoundException")
 
 
+def exception_text(exc: BaseException) -> str:
+    """An exception's message with those of its causes, the JVM's among them (PySpark's captured
+    exceptions keep the JVM's stack trace text, causes included): an error a Spark task met reaches
+    Python inside a more general one (TASK_WRITE_FAILED, a stage failure)."""
+    texts, seen = [], 0
+    while exc is not None and seen < 10:
+        texts += [str(exc), getattr(exc, "_stackTrace", None) or ""]
+        exc, seen = getattr(exc, "_cause", None) or exc.__cause__, seen + 1
+    return "\n".join(texts)
+
+
 def change_feed_gone(exc: BaseException) -> str | None:
     """The line of a failed change-feed read that says its files or commits are gone; None when the
     read failed for another reason."""
-    return next((line.strip()[:200] for line in str(exc).splitlines()
+    return next((line.strip()[:200] for line in exception_text(exc).splitlines()
                  if any(mark in line for mark in CHANGE_FEED_GONE)), None)
 
 
