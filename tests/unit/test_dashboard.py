@@ -174,6 +174,14 @@ def test_reader_says_what_to_run_on_a_lake_without_gold(tmp_path):
         d.GoldReader(tmp_path).load()
 
 
+def test_a_reader_started_before_gold_existed_shows_it_once_written(tmp_path):
+    reader = d.GoldReader(tmp_path)   # the page's one reader, made when the server starts
+    with pytest.raises(d.NoGold):
+        reader.load()
+    _tiny_lake(tmp_path)              # then the first run or stream writes gold
+    assert len(reader.load().kpi) == len(KPI_ROWS)
+
+
 def test_reader_reads_again_only_a_table_that_changed(tmp_path):
     _tiny_lake(tmp_path)
     reader = d.GoldReader(tmp_path)
