@@ -28,3 +28,15 @@ def topic_messages(bootstrap_servers: str, topic: str, committed_only: bool = Tr
         return messages
     finally:
         consumer.close()
+
+
+def delete_all_records(bootstrap_servers: str, topic: str) -> None:
+    """Delete every record the topic holds now (Kafka's DeleteRecords), as its retention would."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers)
+    ends = consumer.end_offsets([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
+    consumer.close()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin.delete_records(ends)
+    admin.close()

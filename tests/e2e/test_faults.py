@@ -27,7 +27,7 @@ import pytest
 from fitbit_lakehouse import pipeline
 from fitbit_lakehouse.synthetic import generate
 from tests.e2e import chaos_report
-from tests.kafka_topics import topic_messages
+from tests.kafka_topics import delete_all_records, topic_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -251,8 +251,6 @@ def test_records_the_topics_retention_deleted_before_bronze_landed_them_stop_bro
         base_settings, broker, test_root, spark):
     """Nothing is skipped silently: records gone from Kafka before bronze read them (retention, or
     Kafka's DeleteRecords as here) stop bronze with one line, and bronze lands nothing after the gap."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-
     from fitbit_lakehouse.bronze import DataLossError
     from fitbit_lakehouse.tables import Lake
 
@@ -267,13 +265,7 @@ def test_records_the_topics_retention_deleted_before_bronze_landed_them_stop_bro
     lake = Lake(spark, settings)
     landed = lake.count("bronze", "events")
     pipeline.produce_step(settings, file_filter="hourlySteps")   # not landed yet ...
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers)
-    partitions = [TopicPartition(settings.events_topic, p) for p in consumer.partitions_for_topic(settings.events_topic)]
-    ends = consumer.end_offsets(partitions)
-    consumer.close()
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
-    admin.delete_records(ends)   # ... and gone from the topic
-    admin.close()
+    delete_all_records(broker.bootstrap_servers, settings.events_topic)   # ... and gone from the topic
     with pytest.raises(DataLossError, match="retention removed them") as failure:
         pipeline.bronze_step(settings)
     assert "\n" not in str(failure.value) and "produce --replay" in str(failure.value)

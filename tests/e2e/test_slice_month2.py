@@ -17,7 +17,7 @@ import pytest
 
 from fitbit_lakehouse import pipeline
 from fitbit_lakehouse.privacy import user_key_secret
-from tests.kafka_topics import topic_messages
+from tests.kafka_topics import delete_all_records, topic_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -290,8 +290,6 @@ def test_alerts_go_out_once_when_their_change_feed_is_gone(lake, settings, spark
     from collections import Counter
 
     from deltalake import DeltaTable
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.admin import KafkaAdminClient
     from pyspark.sql import functions as F
 
     from fitbit_lakehouse.alerts import publish_alerts
@@ -324,13 +322,7 @@ def test_alerts_go_out_once_when_their_change_feed_is_gone(lake, settings, spark
     assert publish_alerts(spark, copy) == 0
 
     # the topic's retention deletes every alert on it, and the next alert's feed is gone too
-    consumer = KafkaConsumer(bootstrap_servers=copy.bootstrap_servers)
-    partitions = [TopicPartition(copy.alerts_topic, p) for p in consumer.partitions_for_topic(copy.alerts_topic)]
-    ends = consumer.end_offsets(partitions)
-    consumer.close()
-    admin = KafkaAdminClient(bootstrap_servers=copy.bootstrap_servers)
-    admin.delete_records(ends)
-    admin.close()
+    delete_all_records(copy.bootstrap_servers, copy.alerts_topic)
     add_an_alert_and_lose_its_feed()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="fitbit_lakehouse.alerts"):
@@ -359,6 +351,10 @@ def test_poison_messages_end_in_quarantine(lake, settings):
 SQL = Path(__file__).resolve().parents[2] / "sql"
 
 
+def _query(spark, name: str) -> list:
+    return spark.sql((SQL / "queries" / f"{name}.sql").read_text().rstrip().rstrip(";")).collect()
+
+
 def _register_gold_views(lake):
     from fitbit_lakehouse.gold import GOLD_KEYS
 
@@ -370,23 +366,18 @@ def _register_gold_views(lake):
 @pytest.mark.parametrize("query", sorted(p.name for p in (SQL / "queries").glob("*.sql")))
 def test_sql_queries_run_on_gold(lake, spark, query):
     _register_gold_views(lake)
-    rows = spark.sql((SQL / "queries" / query).read_text().rstrip().rstrip(";")).collect()
+    rows = _query(spark, query.removesuffix(".sql"))
     assert rows, f"{query} returned nothing"
 
 
 def test_steps_by_weekday_query_matches_pandas(lake, spark, csv):
     _register_gold_views(lake)
-    got = {r["day_of_week"]: r["mean_steps"] for r in
-           spark.sql((SQL / "queries" / "steps_by_weekday.sql").read_text().rstrip().rstrip(";")).collect()}
+    got = {r["day_of_week"]: r["mean_steps"] for r in _query(spark, "steps_by_weekday")}
     d = csv["daily"][csv["daily"]["TotalSteps"] > 0]
     want = d.groupby(d["date"].dt.day_name())["TotalSteps"].mean().round(0)
     assert set(got) == set(want.index)
     for day, steps in want.items():
         assert got[day] == pytest.approx(steps, abs=0.5)
-
-
-def _query(spark, name: str) -> list:
-    return spark.sql((SQL / "queries" / f"{name}.sql").read_text().rstrip().rstrip(";")).collect()
 
 
 def test_kpi_summary_hourly_profile_and_sleep_queries_match_pandas(lake, spark, csv):
