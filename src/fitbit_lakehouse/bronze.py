@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 from pyspark.sql import DataFrame
@@ -143,6 +144,7 @@ def data_loss(exc: Exception, settings: Settings) -> DataLossError | None:
     lines = [line.strip() for line in text.splitlines()]
     said = [line for line in lines if "KAFKA_DATA_LOSS" in line or "data may have been lost" in line.lower()
             or line.startswith("Reason: Could not read")]
+    said = [re.sub(r"^(Caused by: )?[\w.$]+(Exception|Error): ", "", line) for line in said]   # Kafka's words
     first = " ".join(dict.fromkeys(said[:2])) or lines[0]
     return DataLossError(
         f"Records of {settings.events_topic} that bronze has not landed are gone from Kafka (the topic was "

@@ -227,7 +227,12 @@ def _log_level() -> str:
 
 def jvm_options(settings: Settings) -> list[str]:
     """The driver JVM's options that do not depend on the run (a kept JVM has the same ones)."""
-    return [f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}", f"-Dfitbit.spark.log.level={_log_level()}",
+    level = _log_level()
+    quiet = level in ("error", "fatal", "off")   # else debugging: stack traces and task failures too
+    return [f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}", f"-Dfitbit.spark.log.level={level}",
+            f"-Dfitbit.spark.log.traces={'none' if quiet else 'full'}",
+            f"-Dfitbit.spark.log.task_failures={'DENY' if quiet else 'NEUTRAL'}",
+            f"-Dfitbit.spark.log.task_failures.level={'off' if quiet else level}",
             *(settings.get("spark.driver_java_options") or []), *_cds_options(settings)]
 
 

@@ -270,3 +270,11 @@ def test_records_the_topics_retention_deleted_before_bronze_landed_them_stop_bro
         pipeline.bronze_step(settings)
     assert "\n" not in str(failure.value) and "produce --replay" in str(failure.value)
     assert lake.count("bronze", "events") == landed
+    # the CLI says it in one line: no stack trace of the Spark loggers before it
+    env = dict(os.environ, FITBIT_LAKE_DIR=str(settings.lake_dir), KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
+               FITBIT_SETTINGS=json.dumps({"kafka.events_topic": settings.events_topic, "spark.shuffle_partitions": 2}))
+    cli = subprocess.run([sys.executable, "-m", "fitbit_lakehouse", "bronze"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    said = [line for line in cli.stderr.splitlines() if not line.startswith("WARNING: Using incubator modules")]
+    assert cli.returncode == 2 and len(said) == 1 and said[0].startswith("error: Records of e2e_retention"), cli.stderr
+    assert "Kafka said: " in said[0] and "Exception" not in said[0], said[0]   # Kafka's words, not a Java class
