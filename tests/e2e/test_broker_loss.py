@@ -56,8 +56,9 @@ def test_the_broker_maps_the_class_data_archive_of_make_setup(own_broker):
     assert archive.is_file(), "make setup did not record the broker's class-data archive"
     assert str(archive) in Path(f"/proc/{broker.running_pid()}/maps").read_text()
 
-def _kill_and_restart(settings, when, down_s: float = 3.0) -> dict:
-    """In a thread: once when() holds, SIGKILL the broker, wait, start it again on the same log."""
+def _kill_and_restart(settings, when, down_s: float = 3.0, progress=None) -> dict:
+    """In a thread: once when() holds, SIGKILL the broker, wait, start it again on the same log.
+    progress(), when given, is noted at the kill (how far the step under test had come)."""
     happened = {}
 
     def run():
@@ -68,6 +69,8 @@ def _kill_and_restart(settings, when, down_s: float = 3.0) -> dict:
         assert pid, "the test's broker is not running"
         os.kill(pid, signal.SIGKILL)
         happened["killed_at"] = time.monotonic()
+        if progress is not None:
+            happened["progress_at_kill"] = progress()
         time.sleep(down_s)
         ensure_broker(settings)
         happened["restarted_at"] = time.monotonic()
@@ -106,7 +109,7 @@ def test_broker_killed_mid_produce_and_mid_bronze_loses_and_doubles_nothing(own_
         log_dir = settings.lake_dir / "bronze" / "events" / "_delta_log"
         return len(list(log_dir.glob("*.json"))) if log_dir.is_dir() else 0
 
-    outage = _kill_and_restart(settings, lambda: bronze_commits() >= 4)
+    outage = _kill_and_restart(settings, lambda: bronze_commits() >= 4, progress=bronze_commits)
     try:
         pipeline.bronze_step(settings)
     except Exception:   # noqa: BLE001 - a lost broker may fail the query; a restart must then finish it
@@ -115,6 +118,8 @@ def test_broker_killed_mid_produce_and_mid_bronze_loses_and_doubles_nothing(own_
     outage["thread"].join(120)
     assert "restarted_at" in outage, "the broker was never killed during bronze"
     pipeline.bronze_step(settings)   # whatever was left
+    # bronze went on committing after the kill: the broker died while bronze was mid-stream
+    assert outage["progress_at_kill"] < bronze_commits(), outage
 
     events = lake.read("bronze", "events").select("source_file", "row_number").toPandas()
     landed = Counter(zip(events["source_file"], events["row_number"].astype(int)))
