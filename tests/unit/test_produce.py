@@ -241,3 +241,24 @@ def test_paced_replay_sends_one_row_per_message_in_event_time_order(tmp_path, ba
     summary = P.produce(base_settings, [(path, HOURLY)], raw, speed=1e9, producer=fake)
     assert summary.messages == 4
     assert [row for _, row, _ in _sent_lines(fake)] == [3, 2, 4, 1]    # a row without a time goes first
+
+
+def test_a_link_out_of_the_raw_folder_is_refused_with_a_warning_that_says_what_to_do(base_settings, tmp_path,
+                                                                                   monkeypatch, caplog):
+    import logging
+
+    raw, outside = tmp_path / "raw", tmp_path / "outside"
+    raw.mkdir()
+    outside.mkdir()
+    (outside / "dailyActivity_merged.csv").write_text("Id,ActivityDate\n")
+    (raw / "dailyActivity_merged.csv").symlink_to(outside / "dailyActivity_merged.csv")
+    (raw / "hourlySteps_merged.csv").write_text("Id,ActivityHour,StepTotal\n")
+    given = []
+    monkeypatch.setattr(P, "produce", lambda settings, sources, *a, **k: given.extend(sources) or P.ProduceSummary())
+    settings = base_settings.with_overrides(**{"paths.raw_dir": str(raw), "paths.lake_dir": str(tmp_path / "lake")})
+    with caplog.at_level(logging.WARNING, logger="fitbit_lakehouse.produce"):
+        summary = P.produce_from_settings(settings)
+    assert [p.name for p, _ in given] == ["hourlySteps_merged.csv"]   # the link is not read
+    assert summary.refused_files == [str(raw / "dailyActivity_merged.csv")]
+    [warning] = [r.getMessage() for r in caplog.records if "Refusing" in r.getMessage()]
+    assert str(outside) in warning and "Copy the file in" in warning
