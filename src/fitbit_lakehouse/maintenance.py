@@ -116,7 +116,7 @@ def vacuum_lake(settings: Settings, retain_hours: int | None = None, dry_run: bo
                 force: bool = False) -> list[TableVacuum]:
     """Vacuum every Delta table of the lake; with force, a retention under the tables' own is allowed,
     and the lake's step locks are held meanwhile (no run or stream may write while it goes)."""
-    from .pipeline import writing
+    from .pipeline import writing_every_step
 
     if settings.get("storage.kind", "path") != "path":
         raise VacuumRefused("vacuum works on a lake of folders; on Databricks the workspace's predictive "
@@ -124,8 +124,7 @@ def vacuum_lake(settings: Settings, retain_hours: int | None = None, dry_run: bo
     hours = retention_hours(settings, retain_hours)
     with ExitStack() as held:
         if force and not dry_run:
-            for step in ("produce", "bronze", "silver", "gold", "insights"):
-                held.enter_context(writing(settings, step))
+            held.enter_context(writing_every_step(settings))
         cutoff_ms = (time.time() - hours * 3600) * 1000
         tables = _open_tables(settings)
         unread = unread_commits(settings, tables)
@@ -227,11 +226,9 @@ def clean_lake(settings: Settings) -> list[Path]:
     import shutil
 
     from .kafka_broker import stop_local_broker
-    from .pipeline import writing
+    from .pipeline import writing_every_step
 
-    with ExitStack() as held:
-        for step in ("produce", "bronze", "silver", "gold", "insights"):
-            held.enter_context(writing(settings, step))
+    with writing_every_step(settings):
         stop_local_broker(settings)
         entries = lake_entries(settings)
         for entry in entries:

@@ -68,6 +68,16 @@ def writing(settings: Settings, step: str):
         yield
 
 
+@contextmanager
+def writing_every_step(settings: Settings):
+    """Every step's lock of the lake at once (make vacuum --force, make clean-lake): no run, stream or
+    producer writes the lake while it is held."""
+    with ExitStack() as held:
+        for notebook in NOTEBOOKS:   # 01_produce -> produce, ...
+            held.enter_context(writing(settings, notebook.split("_", 1)[1]))
+        yield
+
+
 def cell_error_line(ename: str, evalue: str) -> str:
     """A failed cell's error on one plain line: its type and the first line of its message (the
     traceback's last line carries IPython's colour codes). For an error py4j passes on from the JVM,

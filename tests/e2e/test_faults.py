@@ -217,22 +217,29 @@ def test_checkpoints_deleted_tables_kept_equals_clean_run(scenario, topic, clean
              detail="kill -9, the checkpoints folder deleted, tables kept")
 
 
+def _bronze_of_a_small_topic(base_settings, broker, test_root, spark, name: str):
+    """A small synthetic day's dailyActivity produced into topic e2e_<name> and landed in bronze:
+    its settings, its lake, and the bronze records it holds."""
+    from fitbit_lakehouse.tables import Lake
+
+    raw = test_root / f"{name}_raw"
+    generate(raw, users=2, days=2, seed=9, heart_rate_users=0)
+    settings = base_settings.with_overrides(**{
+        "paths.raw_dir": str(raw), "paths.lake_dir": str(test_root / f"faults_{name}"),
+        "kafka.bootstrap_servers": broker.bootstrap_servers, "kafka.events_topic": f"e2e_{name}",
+        "kafka.alerts_topic": f"e2e_{name}_alerts", "producer.records_per_message": 5})
+    pipeline.produce_step(settings, file_filter="dailyActivity")
+    pipeline.bronze_step(settings)
+    lake = Lake(spark, settings)
+    return settings, lake, lake.count("bronze", "events")
+
+
 def test_a_recreated_topic_stops_bronze_with_a_clear_error(base_settings, broker, test_root, spark):
     from kafka import KafkaAdminClient
 
     from fitbit_lakehouse.bronze import DataLossError
-    from fitbit_lakehouse.tables import Lake
 
-    raw = test_root / "recreated_raw"
-    generate(raw, users=2, days=2, seed=9, heart_rate_users=0)
-    settings = base_settings.with_overrides(**{
-        "paths.raw_dir": str(raw), "paths.lake_dir": str(test_root / "faults_recreated"),
-        "kafka.bootstrap_servers": broker.bootstrap_servers, "kafka.events_topic": "e2e_recreated",
-        "kafka.alerts_topic": "e2e_recreated_alerts", "producer.records_per_message": 5})
-    pipeline.produce_step(settings, file_filter="dailyActivity")
-    pipeline.bronze_step(settings)
-    lake = Lake(spark, settings)
-    landed = lake.count("bronze", "events")
+    settings, lake, landed = _bronze_of_a_small_topic(base_settings, broker, test_root, spark, "recreated")
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
     admin.delete_topics([settings.events_topic])
     deadline = time.monotonic() + 60
@@ -252,18 +259,8 @@ def test_records_the_topics_retention_deleted_before_bronze_landed_them_stop_bro
     """Nothing is skipped silently: records gone from Kafka before bronze read them (retention, or
     Kafka's DeleteRecords as here) stop bronze with one line, and bronze lands nothing after the gap."""
     from fitbit_lakehouse.bronze import DataLossError
-    from fitbit_lakehouse.tables import Lake
 
-    raw = test_root / "retention_raw"
-    generate(raw, users=2, days=2, seed=9, heart_rate_users=0)
-    settings = base_settings.with_overrides(**{
-        "paths.raw_dir": str(raw), "paths.lake_dir": str(test_root / "faults_retention"),
-        "kafka.bootstrap_servers": broker.bootstrap_servers, "kafka.events_topic": "e2e_retention",
-        "kafka.alerts_topic": "e2e_retention_alerts", "producer.records_per_message": 5})
-    pipeline.produce_step(settings, file_filter="dailyActivity")
-    pipeline.bronze_step(settings)
-    lake = Lake(spark, settings)
-    landed = lake.count("bronze", "events")
+    settings, lake, landed = _bronze_of_a_small_topic(base_settings, broker, test_root, spark, "retention")
     pipeline.produce_step(settings, file_filter="hourlySteps")   # not landed yet ...
     delete_all_records(broker.bootstrap_servers, settings.events_topic)   # ... and gone from the topic
     with pytest.raises(DataLossError, match="retention removed them") as failure:
