@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import json
+import os
 import signal
 import sys
 import time
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     exit_on_ctrl_c()
     signal.signal(signal.SIGTERM, as_ctrl_c)
+    signal.signal(signal.SIGHUP, on_hangup)
     try:
         return _dispatch(args, settings)
     except (BadDateRange, BrokerError, BundleError, ClusterError, DataLossError, LakeBusy, NoInput, PrivacyError,
@@ -110,6 +112,21 @@ def as_ctrl_c(signum, frame) -> None:
     if not callable(handler):   # SIGINT ignored (a job started in the background) or left to the OS
         raise KeyboardInterrupt
     handler(signal.SIGINT, frame)
+
+
+# which of stdout and stderr are a terminal, asked before it can hang up (a hung-up one answers no)
+_TERMINAL_FDS = [fd for fd in (1, 2) if os.isatty(fd)]
+
+
+def on_hangup(signum, frame) -> None:
+    """SIGHUP (the terminal closed: an ssh session dropped, a window shut) does what Ctrl-C does. Writes
+    to a closed terminal fail, so what went there now goes nowhere, and the stopping is not cut short by
+    its own output; output redirected to a file still goes there."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in _TERMINAL_FDS:
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    as_ctrl_c(signum, frame)
 
 
 def _dispatch(args, settings) -> int:

@@ -263,18 +263,20 @@ def _exit_now(*_) -> None:
 
 
 @contextmanager
-def _sigterm_left_to_python():
-    """For the CLI: the Spark JVM started inside inherits SIGTERM ignored, and a JVM leaves an ignored
-    SIGTERM so (PySpark does the same with SIGINT). A SIGTERM to the whole process group (`timeout`,
-    systemd) then reaches only this process, which stops as on Ctrl-C and ends its JVM itself."""
+def _stop_signals_left_to_python():
+    """For the CLI: the Spark JVM started inside inherits SIGTERM and SIGHUP ignored, and a JVM leaves an
+    ignored signal so (PySpark does the same with SIGINT). A SIGTERM to the whole process group
+    (`timeout`, systemd), or the SIGHUP of a closed terminal, then reaches only this process, which stops
+    as on Ctrl-C and ends its JVM itself."""
     if not (_exit_on_ctrl_c and threading.current_thread() is threading.main_thread()):
         yield
         return
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def scratch_root(settings: Settings) -> Path:
@@ -373,7 +375,7 @@ def get_spark(settings: Settings, app_name: str | None = None):
     )
     for key, value in (settings.get("spark.conf") or {}).items():
         builder = builder.config(key, str(value))
-    with _sigterm_left_to_python():
+    with _stop_signals_left_to_python():
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(log_level.upper())
     if _exit_on_ctrl_c and threading.current_thread() is threading.main_thread():

@@ -1,12 +1,14 @@
 """Ctrl-C during `make run`: one line that says where it stopped, exit code 130, no traceback, and the
 notebook kernel, its Spark JVM and the broker the run started gone with the run (a later run goes on
 from what was committed: the crash tests cover that). SIGTERM (a scheduler's timeout, `kill`) does
-what Ctrl-C does: the run is stopped with it here, a CLI step with Ctrl-C."""
+what Ctrl-C does: the run is stopped with it here, a CLI step with Ctrl-C. So does a terminal that
+closes under a run (SIGHUP, on a real pseudo-terminal)."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -65,17 +67,30 @@ def _interrupt_once(command: list[str], env: dict, ready, ready_within: float, e
     return code, output, started
 
 
-def test_sigterm_stops_the_run_in_one_line_and_leaves_nothing_running(tmp_path):
+def _run_env(tmp_path) -> dict:
+    """A `make run` of two slice files on a lake of its own. Nothing answers at its broker address: the
+    run starts a broker of its own, which must stop with it."""
     from fitbit_lakehouse.kafka_broker import free_port
 
     raw = tmp_path / "raw"
     raw.mkdir()
     for name in ("dailyActivity_merged.csv", "hourlySteps_merged.csv"):
         shutil.copy(MONTH2_SLICE / name, raw / name)
-    # nothing answers there: the run starts a broker of its own, which must stop with it
-    env = dict(os.environ, FITBIT_LAKE_DIR=str(tmp_path / "lake"), FITBIT_RAW_DIR=str(raw),
-               KAFKA_BOOTSTRAP_SERVERS=f"localhost:{free_port()}", FITBIT_USER_KEY_SECRET="interrupt-test-secret",
-               FITBIT_SETTINGS=json.dumps({"spark.shuffle_partitions": 2}))
+    return dict(os.environ, FITBIT_LAKE_DIR=str(tmp_path / "lake"), FITBIT_RAW_DIR=str(raw),
+                KAFKA_BOOTSTRAP_SERVERS=f"localhost:{free_port()}", FITBIT_USER_KEY_SECRET="interrupt-test-secret",
+                FITBIT_SETTINGS=json.dumps({"spark.shuffle_partitions": 2}))
+
+
+def _all_ended(pids) -> list[int]:
+    """Those of pids still running after up to 20 s."""
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return [pid for pid in pids if _alive(pid)]
+
+
+def test_sigterm_stops_the_run_in_one_line_and_leaves_nothing_running(tmp_path):
+    env = _run_env(tmp_path)
     # stopped in the step after 01_produce: the notebook kernel, its Spark JVM and the broker are running
     code, output, started = _interrupt_once(
         ["run"], env, lambda output: any(line.startswith("01_produce") for line in output), 180, 60, signal.SIGTERM)
@@ -85,11 +100,43 @@ def test_sigterm_stops_the_run_in_one_line_and_leaves_nothing_running(tmp_path):
     stops = [line for line in output if line.startswith("interrupted")]
     assert len(stops) == 1 and re.match(r"interrupted during 0[2-5]_\w+: .*goes on", stops[0]), "".join(output)
     assert not any("Traceback" in line or "Error" in line for line in output), "".join(output)
-    deadline = time.monotonic() + 20
-    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = [pid for pid in started if _alive(pid)]
+    left = _all_ended(started)
     assert not left, f"still running after the run: {left}"
+
+
+# the run's process made a session leader with the pseudo-terminal as its controlling terminal, as a
+# shell in a terminal window or an ssh session starts it, then replaced by the command (same process)
+_IN_A_TERMINAL = ("import fcntl, os, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+                  "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
+def test_a_terminal_closed_under_the_run_stops_it_and_leaves_nothing_running(tmp_path):
+    """An ssh session that drops or a terminal window shut: the run gets SIGHUP, and from then on its
+    writes to the terminal fail. It must stop as on Ctrl-C all the same, with the kernel, its Spark JVM
+    and the broker it started; Python's default would end it at once and leave the broker running."""
+    controller, terminal = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", _IN_A_TERMINAL, "-m", "fitbit_lakehouse", "run"],
+                            env=_run_env(tmp_path), stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output, deadline = b"", time.monotonic() + 180
+    try:
+        while b"01_produce" not in output:   # read here, not in a thread: a read in progress would hold it open
+            assert proc.poll() is None and time.monotonic() < deadline, output.decode()
+            if select.select([controller], [], [], 0.5)[0]:
+                output += os.read(controller, 4096)
+        started = _descendants(proc.pid)   # the notebook kernel, its Spark JVM, the broker
+    finally:
+        os.close(controller)   # the terminal hangs up: SIGHUP to the run, and its writes there fail
+    try:
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert b"a local broker started for this run" in output, output.decode()
+    assert len(started) >= 2, "the run has no kernel or no broker"
+    assert code == 130, f"ended with {code}, not as on Ctrl-C"
+    left = _all_ended(started)
+    assert not left, f"still running after the terminal closed: {left}"
 
 
 def test_ctrl_c_of_a_cli_step_ends_it_at_once_in_one_line(base_settings, broker, tmp_path):
