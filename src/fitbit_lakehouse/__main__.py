@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from .kafka_broker import BrokerError
     from .maintenance import VacuumRefused
     from .maven import SetupError
-    from .pipeline import BadDateRange, LakeBusy, RunInterrupted, StepFailed, settings_from_params
+    from .pipeline import BadDateRange, DiskFull, LakeBusy, RunInterrupted, StepFailed, settings_from_params
     from .privacy import PrivacyError
     from .produce import NoInput
     from .silver import ReconciliationError
@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_hangup)
     try:
         return _dispatch(args, settings)
-    except (BadDateRange, BrokerError, BundleError, ClusterError, DataLossError, LakeBusy, NoInput, PrivacyError,
-            SetupError, StepFailed, ReconciliationError, VacuumRefused) as exc:
+    except (BadDateRange, BrokerError, BundleError, ClusterError, DataLossError, DiskFull, LakeBusy, NoInput,
+            PrivacyError, SetupError, StepFailed, ReconciliationError, VacuumRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as exc:

@@ -394,6 +394,18 @@ class LocalBroker:
         return True
 
 
+    def why_it_stopped(self, tail_bytes: int = 65536) -> str | None:
+        """The line of its log that says why this lake's broker stopped, when it was started and is no
+        longer running and its log ends on a full disk (Kafka stops once its only log dir fails); else None.
+        Only the log's end: a later start writes far more than this after an earlier run's lines."""
+        if not self.pid_file.exists() or self.running_pid() is not None or not self.log_file.exists():
+            return None
+        with open(self.log_file, "rb") as log_file:
+            log_file.seek(max(0, self.log_file.stat().st_size - tail_bytes))
+            tail = log_file.read().decode(errors="replace")
+        return next((line.strip() for line in reversed(tail.splitlines()) if "No space left on device" in line), None)
+
+
 def _alive(pid: int) -> bool:
     """Whether the process still runs. A broker that this process started and that has exited stays
     a zombie until reaped: reap it here rather than wait for it to vanish."""

@@ -5,6 +5,7 @@ and one Spark application for the whole run, as the tasks of a Databricks job sh
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -37,6 +38,50 @@ class LakeBusy(RuntimeError):
     """Another process is running the same step on the same lake."""
 
 
+class DiskFull(RuntimeError):
+    """A step's write found no space left on a disk (the lake's, Spark's scratch dir's)."""
+
+
+# how a full disk reads in the JVM's, the OS's and SQLite's (the MLflow store's) words
+DISK_FULL_MARKS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether exc, or an error it carries (a Spark task's, the JVM's), is a disk that is full."""
+    from .tables import exception_text
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = exception_text(exc)
+    return any(mark in text for mark in DISK_FULL_MARKS)
+
+
+def disk_full_line(settings: Settings, step: str) -> str:
+    from .kafka_broker import LocalBroker
+    from .spark import scratch_root
+
+    where = f"the lake {settings.lake_dir}"
+    elsewhere = {"Spark's scratch dir": scratch_root(settings), "the local broker": LocalBroker(settings).home}
+    for name, path in elsewhere.items():
+        if not path.is_relative_to(settings.lake_dir):
+            where += f" or of {name} {path}"
+    return (f"{step} stopped: no space left on the disk of {where}. Free space there, or point FITBIT_LAKE_DIR "
+            f"at a bigger disk (spark.scratch_dir moves Spark's scratch files alone); what was committed is "
+            f"kept, and the next run goes on from there")
+
+
+@contextmanager
+def disk_full_said(settings: Settings, step: str):
+    """A disk that fills while a step writes is a DiskFull, in one line: not a stack trace in a stage
+    failure in a streaming query's error, nor an OSError where it has no room even for its lock."""
+    try:
+        yield
+    except Exception as exc:
+        if not isinstance(exc, DiskFull) and is_disk_full(exc):
+            raise DiskFull(disk_full_line(settings, step)) from exc
+        raise
+
+
 @contextmanager
 def writing(settings: Settings, step: str):
     """Held while a step writes the lake: one process per step and lake at a time (two bronze or two
@@ -48,24 +93,25 @@ def writing(settings: Settings, step: str):
     if on_databricks():
         yield
         return
-    path = settings.lake_dir / "_locks" / f"{step}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip()
-            raise LakeBusy(f"another process{f' (pid {holder})' if holder.isdigit() else ''} is running {step} "
-                           f"on the lake {settings.lake_dir}: wait for it to end, or point FITBIT_LAKE_DIR at "
-                           f"another lake") from None
-        except OSError as exc:   # a file system without locks: go on unguarded
-            log.warning("no lock for %s on %s (%s): make sure no other process runs it", step, path, exc)
-        else:   # for the line a refused process prints
-            lock.truncate(0)
-            lock.write(str(os.getpid()))
-            lock.flush()
-        yield
+    with disk_full_said(settings, step):
+        path = settings.lake_dir / "_locks" / f"{step}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip()
+                raise LakeBusy(f"another process{f' (pid {holder})' if holder.isdigit() else ''} is running "
+                               f"{step} on the lake {settings.lake_dir}: wait for it to end, or point "
+                               f"FITBIT_LAKE_DIR at another lake") from None
+            except OSError as exc:   # a file system without locks: go on unguarded
+                log.warning("no lock for %s on %s (%s): make sure no other process runs it", step, path, exc)
+            else:   # for the line a refused process prints
+                lock.truncate(0)
+                lock.write(str(os.getpid()))
+                lock.flush()
+            yield
 
 
 @contextmanager
@@ -83,6 +129,14 @@ def cell_error_line(ename: str, evalue: str) -> str:
     traceback's last line carries IPython's colour codes). For an error py4j passes on from the JVM,
     that first line is only "An error occurred while calling ..."; the Java exception is the next one."""
     lines = [line.strip() for line in (evalue or "").splitlines() if line.strip()]
+    if lines and lines[0].endswith("Return Message: Traceback (most recent call last):"):
+        # a foreachBatch function's error: py4j's traceback of it, whose own error line is the first
+        # one that is not a frame (frames and their source lines are indented)
+        raw = evalue.splitlines()
+        inner = next((i for i, line in enumerate(raw[1:], 1) if line and not line[0].isspace()), None)
+        if inner is not None:
+            name, _, message = raw[inner].partition(": ")
+            return cell_error_line(name.rsplit(".", 1)[-1], "\n".join([message, *raw[inner + 1:]]))
     if len(lines) > 1 and lines[0].startswith("An error occurred while calling") and lines[1].startswith(":"):
         return f"{ename}: {lines[1].lstrip(': ')}"
     return f"{ename}: {lines[0]}" if lines else ename or "see the notebook"
@@ -110,8 +164,9 @@ def notebook_settings(**cell_values) -> tuple[Settings, dict]:
 
 def _timed_report(settings: Settings, step: str, started: float, payload: dict) -> dict:
     payload = {**payload, "seconds": round(time.monotonic() - started, 1)}
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    (settings.reports_dir / f"{step}.json").write_text(json.dumps(payload, indent=2, default=str))
+    with disk_full_said(settings, step):
+        settings.reports_dir.mkdir(parents=True, exist_ok=True)
+        (settings.reports_dir / f"{step}.json").write_text(json.dumps(payload, indent=2, default=str))
     return payload
 
 
@@ -379,7 +434,8 @@ def stream(settings: Settings) -> None:
     with ExitStack() as held:
         for step in ("bronze", "silver", "gold"):
             held.enter_context(writing(settings, step))
-        _stream(settings)
+        with disk_full_said(settings, "the stream"):   # whichever query found it full
+            _stream(settings)
 
 
 def _stream(settings: Settings) -> None:

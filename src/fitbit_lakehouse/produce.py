@@ -29,7 +29,7 @@ import numpy as np
 from .catalogue import (HEADER_COLUMNS, HEADER_FILE, HEADER_KIND, HEADER_ROW, PY_DATE_FORMAT, PY_TIMESTAMP_FORMAT,
                         FileKind, SourceScan, scan_sources)
 from .config import Settings
-from .kafka_broker import BrokerError, make_producer
+from .kafka_broker import BrokerError, LocalBroker, make_producer
 from .privacy import user_key, user_key_secret
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,10 @@ class _Sender:
     def flush(self) -> None:
         self.producer.flush()
         if self.errors:
-            raise BrokerError(f"{len(self.errors)} Kafka sends failed, first: {self.errors[0]}")
+            broker = LocalBroker(self.settings)   # the lake's own, when it is the one sent to
+            why = broker.why_it_stopped()
+            stopped = f"; the local broker stopped: {why} (in {broker.data_dir})" if why else ""
+            raise BrokerError(f"{len(self.errors)} Kafka sends failed, first: {self.errors[0]}{stopped}")
 
 
 def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: Path,

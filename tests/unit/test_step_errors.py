@@ -30,6 +30,80 @@ def test_a_java_error_names_the_java_exception(spark):
     assert line == "Py4JJavaError: java.lang.ClassNotFoundException: no.such.Klass"
 
 
+def test_an_error_in_a_foreach_batch_function_names_the_error_inside():
+    """A streaming query whose foreachBatch function failed: its first line ends where py4j's
+    traceback of that function begins; the error inside is the line after the frames."""
+    evalue = "\n".join([
+        "[STREAM_FAILED] Query [id = f2, runId = da] terminated with exception: [FOREACH_BATCH_USER_FUNCTION_ERROR]"
+        " An error occurred in the user provided function in foreach batch sink. Reason: An exception was raised"
+        " by the Python Proxy. Return Message: Traceback (most recent call last):",
+        '  File "/venv/lib/python3.11/site-packages/py4j/clientserver.py", line 644, in _call_proxy',
+        "    return_value = getattr(self.pool[obj_id], method)(*params)",
+        '  File "/venv/lib/python3.11/site-packages/py4j/protocol.py", line 327, in get_return_value',
+        "    raise Py4JJavaError(",
+        "py4j.protocol.Py4JJavaError: An error occurred while calling o4751.save.",
+        ": org.apache.spark.SparkException: Job aborted due to stage failure: java.io.IOException: No space left",
+        "\tat java.base/java.io.FileOutputStream.writeBytes(Native Method)"])
+    assert cell_error_line("StreamingQueryException", evalue) == (
+        "Py4JJavaError: org.apache.spark.SparkException: Job aborted due to stage failure: java.io.IOException: "
+        "No space left")
+    inner_python_error = evalue.split("\npy4j.protocol")[0] + "\nKeyError: 'Id'"
+    assert cell_error_line("StreamingQueryException", inner_python_error) == "KeyError: 'Id'"
+
+
+def test_a_full_disk_is_known_by_its_errno_or_by_its_words_in_a_cause():
+    import errno
+
+    from fitbit_lakehouse.pipeline import is_disk_full
+
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    try:
+        try:
+            raise OSError("java.io.IOException: No space left on device")
+        except OSError as cause:
+            raise RuntimeError("[TASK_WRITE_FAILED] Task failed while writing rows") from cause
+    except RuntimeError as exc:
+        assert is_disk_full(exc)
+    assert is_disk_full(RuntimeError("sqlite3.OperationalError: database or disk is full"))   # MLflow's store
+    assert not is_disk_full(RuntimeError("Task failed while writing rows"))
+
+
+def test_a_full_disk_says_where_and_what_to_do(base_settings, tmp_path):
+    from fitbit_lakehouse.pipeline import DiskFull, disk_full_said
+
+    settings = base_settings.with_overrides(**{"paths.lake_dir": str(tmp_path / "lake"),
+                                               "spark.scratch_dir": str(tmp_path / "scratch")})
+    with pytest.raises(DiskFull) as failure:
+        with disk_full_said(settings, "silver"):
+            raise OSError(28, "No space left on device")
+    said = str(failure.value)
+    assert said.startswith(f"silver stopped: no space left on the disk of the lake {tmp_path / 'lake'} or of "
+                           f"Spark's scratch dir {tmp_path / 'scratch'}. Free space there"), said
+    assert "\n" not in said and "next run goes on" in said
+    with pytest.raises(ValueError):   # any other error goes through as it is
+        with disk_full_said(settings, "silver"):
+            raise ValueError("not a disk")
+
+
+def test_a_local_broker_that_stopped_on_a_full_disk_says_so(base_settings, tmp_path):
+    """Kafka stops once its only log dir fails; the producer then only sees its sends time out."""
+    from fitbit_lakehouse.kafka_broker import LocalBroker
+
+    broker = LocalBroker(base_settings.with_overrides(**{"paths.lake_dir": str(tmp_path / "lake")}))
+    broker.home.mkdir(parents=True)
+    assert broker.why_it_stopped() is None   # never started
+    broker.pid_file.write_text("999999999")   # above any pid: no such process runs
+    broker.log_file.write_text("[2026-12-05] INFO started (kafka.server.KafkaRaftServer)\n"
+                               "[2026-12-05] ERROR Error while appending records to events-1 in dir /lake/kafka/data\n"
+                               "java.io.IOException: No space left on device\n"
+                               "\tat java.base/sun.nio.ch.FileDispatcherImpl.write0(Native Method) ~[?:?]\n")
+    assert broker.why_it_stopped() == "java.io.IOException: No space left on device"
+    broker.log_file.write_text("[2026-12-05] INFO Kafka Server started (kafka.server.KafkaRaftServer)\n")
+    assert broker.why_it_stopped() is None   # stopped for another reason
+
+
 def test_an_error_without_a_message():
     assert cell_error_line("KeyboardInterrupt", "") == "KeyboardInterrupt"
 
