@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     from .kafka_broker import BrokerError
     from .maintenance import VacuumRefused
     from .maven import SetupError
-    from .pipeline import BadDateRange, DiskFull, LakeBusy, RunInterrupted, StepFailed, settings_from_params
+    from .pipeline import (BadDateRange, DiskFull, LakeBusy, NotWritable, RunInterrupted, StepFailed,
+                           settings_from_params)
     from .privacy import PrivacyError
     from .produce import NoInput
     from .silver import ReconciliationError
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args, settings)
     except (BadDateRange, BrokerError, BundleError, ClusterError, DataLossError, DiskFull, LakeBusy, NoInput,
-            PrivacyError, SetupError, StepFailed, ReconciliationError, VacuumRefused) as exc:
+            NotWritable, PrivacyError, SetupError, StepFailed, ReconciliationError, VacuumRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as exc:

@@ -124,7 +124,7 @@ def vacuum_lake(settings: Settings, retain_hours: int | None = None, dry_run: bo
     hours = retention_hours(settings, retain_hours)
     with ExitStack() as held:
         if force and not dry_run:
-            held.enter_context(writing_every_step(settings))
+            held.enter_context(writing_every_step(settings, "vacuum"))
         cutoff_ms = (time.time() - hours * 3600) * 1000
         tables = _open_tables(settings)
         unread = unread_commits(settings, tables)
@@ -228,7 +228,7 @@ def clean_lake(settings: Settings) -> list[Path]:
     from .kafka_broker import stop_local_broker
     from .pipeline import writing_every_step
 
-    with writing_every_step(settings):
+    with writing_every_step(settings, "clean-lake"):
         stop_local_broker(settings)
         entries = lake_entries(settings)
         for entry in entries:

@@ -42,6 +42,13 @@ class DiskFull(RuntimeError):
     """A step's write found no space left on a disk (the lake's, Spark's scratch dir's)."""
 
 
+class NotWritable(RuntimeError):
+    """A step may not write where it has to: no permission, or a read-only file system."""
+
+
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 # how a full disk reads in the JVM's, the OS's and SQLite's (the MLflow store's) words
 DISK_FULL_MARKS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
 
@@ -71,29 +78,36 @@ def disk_full_line(settings: Settings, step: str) -> str:
 
 
 @contextmanager
-def disk_full_said(settings: Settings, step: str):
-    """A disk that fills while a step writes is a DiskFull, in one line: not a stack trace in a stage
-    failure in a streaming query's error, nor an OSError where it has no room even for its lock."""
+def write_errors_said(settings: Settings, step: str):
+    """A step's write that finds no room or no right to write is one line that says what to do: not a
+    stack trace in a stage failure in a streaming query's error, nor an OSError's traceback (a disk with
+    no room even for the step's lock file, a lake on a read-only file system)."""
     try:
         yield
+    except (DiskFull, NotWritable):
+        raise
     except Exception as exc:
-        if not isinstance(exc, DiskFull) and is_disk_full(exc):
+        if is_disk_full(exc):
             raise DiskFull(disk_full_line(settings, step)) from exc
+        if isinstance(exc, OSError) and exc.errno in NOT_WRITABLE and exc.filename:
+            raise NotWritable(f"{step} cannot write {exc.filename} ({exc.strerror}): give this user the right to "
+                              f"write there, or point FITBIT_LAKE_DIR at a folder it can write") from exc
         raise
 
 
 @contextmanager
-def writing(settings: Settings, step: str):
+def writing(settings: Settings, step: str, doing: str | None = None):
     """Held while a step writes the lake: one process per step and lake at a time (two bronze or two
     silver queries on one checkpoint fail midway, and two producers would send the same rows twice).
     Other steps may run beside it, as `make stream` and a `produce` do. The system lets go of the lock
-    when the process ends, however it ends. On Databricks a job's max_concurrent_runs does this."""
+    when the process ends, however it ends. On Databricks a job's max_concurrent_runs does this.
+    doing: what an error names as stopped (default: the step)."""
     from .spark import on_databricks
 
     if on_databricks():
         yield
         return
-    with disk_full_said(settings, step):
+    with write_errors_said(settings, doing or step):
         path = settings.lake_dir / "_locks" / f"{step}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a+") as lock:
@@ -115,12 +129,12 @@ def writing(settings: Settings, step: str):
 
 
 @contextmanager
-def writing_every_step(settings: Settings):
-    """Every step's lock of the lake at once (make vacuum --force, make clean-lake): no run, stream or
-    producer writes the lake while it is held."""
+def writing_every_step(settings: Settings, doing: str):
+    """Every step's lock of the lake at once (make vacuum --force, make clean-lake: `doing`): no run,
+    stream or producer writes the lake while it is held."""
     with ExitStack() as held:
         for notebook in NOTEBOOKS:   # 01_produce -> produce, ...
-            held.enter_context(writing(settings, notebook.split("_", 1)[1]))
+            held.enter_context(writing(settings, notebook.split("_", 1)[1], doing))
         yield
 
 
@@ -164,7 +178,7 @@ def notebook_settings(**cell_values) -> tuple[Settings, dict]:
 
 def _timed_report(settings: Settings, step: str, started: float, payload: dict) -> dict:
     payload = {**payload, "seconds": round(time.monotonic() - started, 1)}
-    with disk_full_said(settings, step):
+    with write_errors_said(settings, step):
         settings.reports_dir.mkdir(parents=True, exist_ok=True)
         (settings.reports_dir / f"{step}.json").write_text(json.dumps(payload, indent=2, default=str))
     return payload
@@ -314,9 +328,10 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
 
     if any(run.path.stem == NOTEBOOKS[0] and run.widgets is None for run in runs):
         require_raw_dir(settings)   # make run on a mistyped FITBIT_RAW_DIR: said before anything starts
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with write_errors_said(settings, "the run"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        settings.reports_dir.mkdir(parents=True, exist_ok=True)
     run_started = time.monotonic()
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
     # the broker starts while the kernel does: two processes to wait for, not one after the other
     starter = ThreadPoolExecutor(max_workers=1)
     broker_started = starter.submit(ensure_broker, settings)
@@ -434,7 +449,7 @@ def stream(settings: Settings) -> None:
     with ExitStack() as held:
         for step in ("bronze", "silver", "gold"):
             held.enter_context(writing(settings, step))
-        with disk_full_said(settings, "the stream"):   # whichever query found it full
+        with write_errors_said(settings, "the stream"):   # whichever query found it full
             _stream(settings)
 
 

@@ -71,20 +71,33 @@ def test_a_full_disk_is_known_by_its_errno_or_by_its_words_in_a_cause():
 
 
 def test_a_full_disk_says_where_and_what_to_do(base_settings, tmp_path):
-    from fitbit_lakehouse.pipeline import DiskFull, disk_full_said
+    from fitbit_lakehouse.pipeline import DiskFull, write_errors_said
 
     settings = base_settings.with_overrides(**{"paths.lake_dir": str(tmp_path / "lake"),
                                                "spark.scratch_dir": str(tmp_path / "scratch")})
     with pytest.raises(DiskFull) as failure:
-        with disk_full_said(settings, "silver"):
+        with write_errors_said(settings, "silver"):
             raise OSError(28, "No space left on device")
     said = str(failure.value)
     assert said.startswith(f"silver stopped: no space left on the disk of the lake {tmp_path / 'lake'} or of "
                            f"Spark's scratch dir {tmp_path / 'scratch'}. Free space there"), said
     assert "\n" not in said and "next run goes on" in said
     with pytest.raises(ValueError):   # any other error goes through as it is
-        with disk_full_said(settings, "silver"):
+        with write_errors_said(settings, "silver"):
             raise ValueError("not a disk")
+
+
+def test_a_folder_the_user_may_not_write_says_which_and_what_to_do(base_settings, tmp_path):
+    from fitbit_lakehouse.pipeline import NotWritable, write_errors_said
+
+    with pytest.raises(NotWritable) as failure:
+        with write_errors_said(base_settings, "produce"):
+            raise PermissionError(13, "Permission denied", "/srv/lake/_locks")
+    assert str(failure.value) == ("produce cannot write /srv/lake/_locks (Permission denied): give this user the "
+                                  "right to write there, or point FITBIT_LAKE_DIR at a folder it can write")
+    with pytest.raises(PermissionError):   # not a file's: not said as one
+        with write_errors_said(base_settings, "produce"):
+            raise PermissionError("operation not permitted")
 
 
 def test_a_local_broker_that_stopped_on_a_full_disk_says_so(base_settings, tmp_path):

@@ -1,7 +1,8 @@
 """A disk that fills under a step: one line that says so (not a stage failure inside a streaming query's
 error), and once there is space again the next run goes on from what was committed, nothing lost and
-nothing twice. On a real file system that fills: a small tmpfs holds the lake (mounting one needs root;
-elsewhere the test is skipped)."""
+nothing twice. A lake on a read-only file system: one line, before anything starts. On real file
+systems: a small tmpfs (mounting one needs root; elsewhere these tests are skipped).
+"""
 from __future__ import annotations
 
 import json
@@ -22,12 +23,10 @@ pytestmark = pytest.mark.e2e
 FILES = ("dailyActivity_merged.csv", "hourlySteps_merged.csv", "minuteStepsNarrow_merged.csv")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 16 MB file system of its own, mounted for the test."""
-    mount_point = tmp_path / "small_disk"
+def _mounted(mount_point: Path, options: str):
+    """A tmpfs mounted at mount_point for the test (skipped where that is not allowed)."""
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small file system here (needs root): {mounted.stderr.strip()}")
@@ -35,6 +34,33 @@ def small_disk(tmp_path):
         yield mount_point
     finally:
         subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB file system of its own."""
+    yield from _mounted(tmp_path / "small_disk", "size=16m")
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    yield from _mounted(tmp_path / "read_only", "ro,size=1m")
+
+
+def test_a_lake_on_a_read_only_file_system_is_one_line_before_anything_starts(read_only_disk, tmp_path):
+    from fitbit_lakehouse.kafka_broker import free_port, port_open
+
+    port = free_port()
+    env = dict(os.environ, FITBIT_LAKE_DIR=str(read_only_disk / "lake"), FITBIT_RAW_DIR=str(tmp_path),
+               KAFKA_BOOTSTRAP_SERVERS=f"localhost:{port}")
+    for command in (["run"], ["produce"], ["steps", "bronze,silver"]):
+        cli = subprocess.run([sys.executable, "-m", "fitbit_lakehouse", *command], env=env, capture_output=True,
+                             text=True, timeout=300)
+        said = [line for line in cli.stderr.splitlines() if not line.startswith("WARNING: Using incubator modules")]
+        assert cli.returncode == 2 and len(said) == 1, cli.stderr
+        assert said[0].endswith(f"cannot write {read_only_disk / 'lake'} (Read-only file system): give this user "
+                                "the right to write there, or point FITBIT_LAKE_DIR at a folder it can write"), said
+        assert not port_open("127.0.0.1", port), "a broker was started for a lake it cannot write"
 
 
 class Ballast:
