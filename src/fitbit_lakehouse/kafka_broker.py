@@ -393,7 +393,6 @@ class LocalBroker:
         self.pid_file.unlink(missing_ok=True)
         return True
 
-
     def why_it_stopped(self, tail_bytes: int = 65536) -> str | None:
         """The line of its log that says why this lake's broker stopped, when it was started and is no
         longer running and its log ends on a full disk (Kafka stops once its only log dir fails); else None.

@@ -89,10 +89,15 @@ def write_errors_said(settings: Settings, step: str):
     except Exception as exc:
         if is_disk_full(exc):
             raise DiskFull(disk_full_line(settings, step)) from exc
-        if isinstance(exc, OSError) and exc.errno in NOT_WRITABLE and exc.filename:
+        if isinstance(exc, OSError) and exc.errno in NOT_WRITABLE and _in_lake(settings, exc.filename):
             raise NotWritable(f"{step} cannot write {exc.filename} ({exc.strerror}): give this user the right to "
                               f"write there, or point FITBIT_LAKE_DIR at a folder it can write") from exc
         raise
+
+
+def _in_lake(settings: Settings, filename) -> bool:
+    """Whether filename is the lake dir or in it (a raw file that may not be read is another matter)."""
+    return bool(filename) and Path(os.path.abspath(filename)).is_relative_to(os.path.abspath(settings.lake_dir))
 
 
 @contextmanager
@@ -329,8 +334,8 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
     if any(run.path.stem == NOTEBOOKS[0] and run.widgets is None for run in runs):
         require_raw_dir(settings)   # make run on a mistyped FITBIT_RAW_DIR: said before anything starts
     with write_errors_said(settings, "the run"):
-        out_dir.mkdir(parents=True, exist_ok=True)
         settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     run_started = time.monotonic()
     # the broker starts while the kernel does: two processes to wait for, not one after the other
     starter = ThreadPoolExecutor(max_workers=1)

@@ -90,14 +90,17 @@ def test_a_full_disk_says_where_and_what_to_do(base_settings, tmp_path):
 def test_a_folder_the_user_may_not_write_says_which_and_what_to_do(base_settings, tmp_path):
     from fitbit_lakehouse.pipeline import NotWritable, write_errors_said
 
+    settings = base_settings.with_overrides(**{"paths.lake_dir": "/srv/lake"})
     with pytest.raises(NotWritable) as failure:
-        with write_errors_said(base_settings, "produce"):
+        with write_errors_said(settings, "produce"):
             raise PermissionError(13, "Permission denied", "/srv/lake/_locks")
     assert str(failure.value) == ("produce cannot write /srv/lake/_locks (Permission denied): give this user the "
                                   "right to write there, or point FITBIT_LAKE_DIR at a folder it can write")
-    with pytest.raises(PermissionError):   # not a file's: not said as one
-        with write_errors_said(base_settings, "produce"):
-            raise PermissionError("operation not permitted")
+    for outside in (PermissionError(13, "Permission denied", "/data/raw/dailyActivity_merged.csv"),   # a read
+                    PermissionError("operation not permitted")):   # no file named
+        with pytest.raises(PermissionError):   # not said as the lake's
+            with write_errors_said(settings, "produce"):
+                raise outside
 
 
 def test_a_local_broker_that_stopped_on_a_full_disk_says_so(base_settings, tmp_path):
