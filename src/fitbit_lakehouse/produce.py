@@ -264,12 +264,17 @@ def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: P
     try:
         for path, kind in sources:
             name = source_name(path, raw_dir)
-            stat = path.stat()
-            entry = None if (replay or ledger is None) else ledger.entry(name)
-            if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
-                summary.skipped_files += 1   # unchanged since it was sent: not even read
-                continue
-            data = path.read_bytes()
+            try:
+                stat = path.stat()
+                entry = None if (replay or ledger is None) else ledger.entry(name)
+                if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
+                    summary.skipped_files += 1   # unchanged since it was sent: not even read
+                    continue
+                data = path.read_bytes()
+            except OSError as exc:   # stop rather than leave a file out unsaid
+                raise UnreadableFile(f"{path} cannot be read ({exc.strerror}): give this user the right to read "
+                                     f"it, or move it out of {raw_dir}. The files before it were sent; the next "
+                                     f"run goes on from there") from exc
             lines = split_lines(data)
             if lines is None or not len(lines):
                 continue
@@ -356,6 +361,10 @@ def _send_paced(sender: _Sender, rows: list, speed: float) -> int:
 
 class NoInput(RuntimeError):
     """The raw folder holds no Fitbit CSV and synthetic data was not asked for."""
+
+
+class UnreadableFile(NoInput):
+    """A Fitbit CSV of the raw folder that cannot be read (no permission, gone since it was listed)."""
 
 
 def require_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> None:

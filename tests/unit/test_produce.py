@@ -214,6 +214,23 @@ def test_a_failed_send_raises_and_is_not_recorded(tmp_path, base_settings):
     assert len(_sent_lines(retry)) == 6
 
 
+def test_a_file_that_cannot_be_read_stops_the_producer_in_one_line_and_the_files_before_it_count_as_sent(
+        tmp_path, base_settings):
+    raw, sources = _sources(tmp_path)
+    sleep_file = sources[1][0]
+    kept = sleep_file.read_bytes()
+    sleep_file.unlink()   # listed, then gone (as a file this user may not read, which root cannot make here)
+    with pytest.raises(P.UnreadableFile) as failure:
+        P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=FakeProducer())
+    said = str(failure.value)
+    assert said.startswith(f"{sleep_file} cannot be read (No such file or directory): give this user the right to "
+                           f"read it, or move it out of {raw}.") and "\n" not in said, said
+    sleep_file.write_bytes(kept)
+    retry = FakeProducer()
+    P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=retry)
+    assert [source for source, _, _ in _sent_lines(retry)] == ["minuteSleep_merged.csv"]   # only the one not sent
+
+
 def test_ledger_is_per_topic(tmp_path, base_settings):
     raw, sources = _sources(tmp_path)
     P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=FakeProducer())
