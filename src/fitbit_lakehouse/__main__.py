@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_hangup)
     try:
         return _dispatch(args, settings)
-    except (BadDateRange, BrokerError, BundleError, ClusterError, DataLossError, DiskFull, LakeBusy, NoInput,
-            NotWritable, PrivacyError, SetupError, StepFailed, ReconciliationError, VacuumRefused) as exc:
+    except (BadDateRange, BrokerError, BundleError, ClusterError, ConfigError, DataLossError, DiskFull, LakeBusy,
+            NoInput, NotWritable, PrivacyError, SetupError, StepFailed, ReconciliationError, VacuumRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as exc:

@@ -26,7 +26,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .maven import SetupError, local_repository, resolve
 
 _MIN_JAVA = 17
@@ -67,6 +67,25 @@ def java_major_version() -> int | None:
             major = int(head)
             return int(token.split(".")[1]) if major == 1 else major
     return None
+
+
+# Spark keeps 300 MiB of its heap for itself and will not start with less than 1.5 times that usable
+MIN_DRIVER_MEMORY_MB = 512
+_MEMORY_UNITS_MB = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+def require_driver_memory(setting: str) -> None:
+    """spark.driver_memory too small for Spark to start, or not a size: one line that says what to give
+    (Spark's own words are "System memory 447741952 must be at least 471859200")."""
+    text = str(setting).strip().lower().removesuffix("b")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _MEMORY_UNITS_MB else (text, "m")
+    try:
+        megabytes = float(number) * _MEMORY_UNITS_MB[unit]
+    except ValueError:
+        raise ConfigError(f"spark.driver_memory {setting!r} is not a size: give one like 2g or 1024m") from None
+    if megabytes < MIN_DRIVER_MEMORY_MB:
+        raise ConfigError(f"spark.driver_memory {setting} is less than the {MIN_DRIVER_MEMORY_MB}m Spark needs to "
+                          f"start: give {MIN_DRIVER_MEMORY_MB}m or more (month 2 runs in 1g)")
 
 
 def require_java() -> None:
@@ -344,6 +363,7 @@ def get_spark(settings: Settings, app_name: str | None = None):
     if active is not None:
         return active
     require_java()
+    require_driver_memory(settings.get("spark.driver_memory"))
     # Python workers run this interpreter (the venv), not whatever python3 is first on PATH
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from .spark_server import attach

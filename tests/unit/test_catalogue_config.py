@@ -238,3 +238,15 @@ def test_settings_that_cannot_be_read_are_one_line_that_says_what_to_give(enviro
     assert "\n" not in str(failure.value)
     if "FITBIT_ENV" in environ:
         assert "local, workspace" in str(failure.value)
+
+
+def test_a_driver_memory_spark_cannot_start_with_is_one_line_before_it_tries():
+    from fitbit_lakehouse.config import ConfigError
+    from fitbit_lakehouse.spark import require_driver_memory
+
+    for enough in ("512m", "1g", "2G", "1536", "524288k", "0.5g", "1gb"):
+        require_driver_memory(enough)
+    with pytest.raises(ConfigError, match=r"^spark.driver_memory 480m is less than the 512m Spark needs to start"):
+        require_driver_memory("480m")
+    with pytest.raises(ConfigError, match="is not a size"):
+        require_driver_memory("lots")
