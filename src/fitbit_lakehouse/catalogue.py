@@ -5,6 +5,7 @@ Column types: id (positive bigint), long, double, bool, date, timestamp.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +214,7 @@ class SourceScan:
     files: list[tuple[Path, FileKind]] = field(default_factory=list)
     unknown: list[Path] = field(default_factory=list)
     outside: list[Path] = field(default_factory=list)   # links that lead out of the raw folder: refused
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)   # folders that could not be listed, why
 
 
 def _month_order(path: Path) -> tuple:
@@ -230,7 +232,11 @@ def scan_sources(raw_dir: Path) -> SourceScan:
     if not raw_dir.is_dir():
         return scan
     root = raw_dir.resolve()
-    for path in sorted(raw_dir.rglob("*"), key=lambda p: (_month_order(p), str(p))):
+    found: list[Path] = []
+    # os.walk, not Path.rglob: rglob passes over a folder it may not list without a word
+    for folder, _, names in os.walk(raw_dir, onerror=lambda e: scan.unreadable.append((Path(e.filename), e.strerror))):
+        found += [Path(folder) / name for name in names]
+    for path in sorted(found, key=lambda p: (_month_order(p), str(p))):
         if not path.is_file() or path.suffix.lower() != ".csv":
             continue
         if not path.resolve().is_relative_to(root):

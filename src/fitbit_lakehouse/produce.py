@@ -364,7 +364,8 @@ class NoInput(RuntimeError):
 
 
 class UnreadableFile(NoInput):
-    """A Fitbit CSV of the raw folder that cannot be read (no permission, gone since it was listed)."""
+    """A Fitbit CSV, or a folder, of the raw folder that cannot be read (no permission, gone since it was
+    listed)."""
 
 
 def require_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> None:
@@ -405,6 +406,10 @@ def produce_from_settings(settings: Settings, file_filter: str | None = None, li
     """The 01_produce step: resolve the raw files (or synthetic ones) and send what is new."""
     raw_dir, synthetic = resolve_raw_dir(settings, synthetic)
     scan = scan_sources(raw_dir)
+    if scan.unreadable:   # before anything is sent: a month left out would go unsaid
+        folder, why = scan.unreadable[0]
+        raise UnreadableFile(f"{folder} cannot be read ({why}): give this user the right to read it, or move it "
+                             f"out of {raw_dir}. Nothing was sent")
     for unknown in scan.unknown:
         log.warning("Skipping %s: not a known Fitbit file", unknown)
     for link in scan.outside:

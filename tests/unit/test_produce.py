@@ -231,6 +231,28 @@ def test_a_file_that_cannot_be_read_stops_the_producer_in_one_line_and_the_files
     assert [source for source, _, _ in _sent_lines(retry)] == ["minuteSleep_merged.csv"]   # only the one not sent
 
 
+def test_a_raw_folder_that_cannot_be_listed_stops_the_producer_before_it_sends(tmp_path, base_settings,
+                                                                                monkeypatch):
+    raw, _ = _sources(tmp_path)
+    month = raw / "Fitabase Data 4.12.16-5.12.16"
+    listing = os.scandir
+
+    def scandir(path="."):   # as for a folder this user may not read, which root cannot make here
+        if Path(path) == month:
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    sent = []
+    monkeypatch.setattr(P, "produce", lambda settings, sources, *a, **k: sent.extend(sources) or P.ProduceSummary())
+    settings = base_settings.with_overrides(**{"paths.raw_dir": str(raw), "paths.lake_dir": str(tmp_path / "lake")})
+    with pytest.raises(P.UnreadableFile) as failure:
+        P.produce_from_settings(settings)
+    assert str(failure.value) == (f"{month} cannot be read (Permission denied): give this user the right to read "
+                                  f"it, or move it out of {raw}. Nothing was sent")
+    assert sent == []
+
+
 def test_ledger_is_per_topic(tmp_path, base_settings):
     raw, sources = _sources(tmp_path)
     P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=FakeProducer())
