@@ -44,6 +44,7 @@ def small_disk(tmp_path):
 
 @pytest.fixture
 def read_only_disk(tmp_path):
+    """A read-only file system of its own."""
     yield from _mounted(tmp_path / "read_only", "ro,size=1m")
 
 
@@ -72,7 +73,6 @@ class Ballast:
     def fill(self, leave: int = 0) -> None:
         free = shutil.disk_usage(self.path.parent).free + (self.path.stat().st_size if self.path.exists() else 0)
         with open(self.path, "wb") as ballast:
-            ballast.truncate(0)
             ballast.write(b"\0" * max(0, free - leave))   # written, not sparse: tmpfs counts what is written
 
     def remove(self) -> None:
