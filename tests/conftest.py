@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,16 @@ def mlflow_uris():
             os.environ.pop(variable, None)
         else:
             os.environ[variable] = value
+
+
+@pytest.fixture
+def cli_signals():
+    """For a test that calls the CLI's main() in this process: the signal handlers main() installs
+    (SIGTERM and SIGHUP as Ctrl-C) are put back afterwards, for the rest of the session."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="session")

@@ -369,12 +369,19 @@ class UnreadableFile(NoInput):
 
 
 def require_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> None:
-    """A raw folder that does not exist is a mistyped path, not "no data": an error, unless the
-    synthetic data set was asked for by name (synthetic_when_empty True)."""
-    if synthetic_when_empty is None and not settings.raw_dir.exists():
+    """A raw folder that does not exist is a mistyped path, and one that holds a zip but no CSV the
+    Kaggle download not unzipped, not "no data": an error, unless the synthetic data set was asked for
+    by name (synthetic_when_empty given)."""
+    if synthetic_when_empty is not None:
+        return
+    if not settings.raw_dir.exists():
         raise NoInput(f"The raw folder {settings.raw_dir} does not exist: set FITBIT_RAW_DIR (or the raw_dir "
                       f"parameter) to the folder of the Kaggle CSVs, or to an empty folder for the synthetic "
                       f"data set.")
+    archives = sorted(settings.raw_dir.rglob("*.zip"))
+    if archives and not scan_sources(settings.raw_dir).files:
+        raise NoInput(f"{settings.raw_dir} holds {archives[0].name} but no Fitbit CSV: unzip it there (the Kaggle "
+                      f"download is a zip of the month folders), or point FITBIT_RAW_DIR at the folder it unzips to.")
 
 
 def resolve_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> tuple[Path, bool]:

@@ -6,7 +6,6 @@ import copy
 import gzip
 import json
 import re
-import signal
 from pathlib import Path
 
 import pytest
@@ -188,7 +187,7 @@ def test_workspace_conf_uses_databricks_services():
     assert settings.get("storage.kind") == "catalog"
 
 
-def test_make_backfill_runs_gold_then_insights_with_its_date_range(monkeypatch, tmp_path):
+def test_make_backfill_runs_gold_then_insights_with_its_date_range(monkeypatch, tmp_path, cli_signals):
     """`make backfill FROM=.. TO=..` is the pipeline job cut to its gold and insights tasks, both given
     the range as the job's start_date and end_date parameters (the notebooks' widgets)."""
     from fitbit_lakehouse import __main__ as cli
@@ -200,11 +199,7 @@ def test_make_backfill_runs_gold_then_insights_with_its_date_range(monkeypatch, 
     runs = []
     monkeypatch.setattr(pipeline, "execute_notebooks", lambda settings, notebooks, out_dir: runs.extend(notebooks))
     monkeypatch.setenv("FITBIT_LAKE_DIR", str(tmp_path / "lake"))
-    sigterm = signal.getsignal(signal.SIGTERM)   # the CLI's own, restored for the rest of the session
-    try:
-        assert cli.main(argv.split()) == 0
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
+    assert cli.main(argv.split()) == 0
     assert [(r.name, r.path.name) for r in runs] == [("gold", "04_gold.ipynb"), ("insights", "05_insights.ipynb")]
     for run in runs:
         assert (run.widgets["start_date"], run.widgets["end_date"]) == ("2016-04-14", "2016-04-20")

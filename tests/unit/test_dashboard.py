@@ -3,7 +3,6 @@ and the Streamlit page itself through Streamlit's headless AppTest: no Spark, no
 from __future__ import annotations
 
 import math
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -236,16 +235,12 @@ def test_streamlit_command_is_headless_without_telemetry():
     assert d.url_of(settings, 9999) == "http://localhost:9999"
 
 
-def test_cli_dashboard_serves_and_lakeview_builds_the_lakeview_json(monkeypatch):
+def test_cli_dashboard_serves_and_lakeview_builds_the_lakeview_json(monkeypatch, cli_signals):
     from fitbit_lakehouse import __main__ as cli
     from fitbit_lakehouse import bundle
 
     served, written = [], []
     monkeypatch.setattr(d, "serve", lambda settings, port=None: served.append(port) or 0)
     monkeypatch.setattr(bundle, "write_dashboard", lambda root: written.append(root) or root / "x.json")
-    sigterm = signal.getsignal(signal.SIGTERM)   # the CLI's own, restored for the rest of the session
-    try:
-        assert cli.main(["dashboard", "--port", "8777"]) == 0 and served == [8777]
-        assert cli.main(["lakeview"]) == 0 and len(written) == 1
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
+    assert cli.main(["dashboard", "--port", "8777"]) == 0 and served == [8777]
+    assert cli.main(["lakeview"]) == 0 and len(written) == 1

@@ -198,9 +198,7 @@ def test_a_raw_folder_that_does_not_exist_is_an_error_not_the_synthetic_data(tmp
 
 
 def test_make_run_and_produce_on_a_raw_folder_that_does_not_exist_stop_before_starting_anything(
-        tmp_path, monkeypatch, capsys):
-    import signal
-
+        tmp_path, monkeypatch, capsys, cli_signals):
     from fitbit_lakehouse import __main__ as cli
     from fitbit_lakehouse import kafka_broker
 
@@ -210,11 +208,38 @@ def test_make_run_and_produce_on_a_raw_folder_that_does_not_exist_stop_before_st
     monkeypatch.setattr(kafka_broker, "ensure_broker", no_broker)
     monkeypatch.setenv("FITBIT_RAW_DIR", str(tmp_path / "typo"))
     monkeypatch.setenv("FITBIT_LAKE_DIR", str(tmp_path / "lake"))
-    sigterm = signal.getsignal(signal.SIGTERM)   # the CLI's own, restored for the rest of the session
-    try:
-        for command in (["run"], ["produce"]):
-            assert cli.main(command) == 2
-            err = capsys.readouterr().err
-            assert err.count("\n") == 1 and "typo does not exist" in err, err
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
+    for command in (["run"], ["produce"]):
+        assert cli.main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "typo does not exist" in err, err
+
+
+def test_a_raw_folder_with_the_kaggle_zip_but_no_csv_says_unzip_it(tmp_path, monkeypatch, capsys, cli_signals):
+    """The Kaggle download is a zip: a folder that holds it and no CSV is real data not unzipped, not an
+    empty folder for the synthetic data set."""
+    import zipfile
+
+    from fitbit_lakehouse import __main__ as cli
+    from fitbit_lakehouse.produce import NoInput, resolve_raw_dir
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with zipfile.ZipFile(raw / "archive.zip", "w") as archive:
+        archive.writestr("mturkfitbit_export_4.12.16-5.12.16/Fitabase Data 4.12.16-5.12.16/dailyActivity_merged.csv",
+                         "Id,ActivityDate,TotalSteps\n1503960366,4/12/2016,13162\n")
+    local = settings(**{"paths.raw_dir": str(raw), "paths.lake_dir": str(tmp_path / "lake"),
+                        "synthetic.days": 1, "synthetic.users": 1})
+    with pytest.raises(NoInput) as failure:
+        resolve_raw_dir(local)
+    assert str(failure.value) == (f"{raw} holds archive.zip but no Fitbit CSV: unzip it there (the Kaggle download "
+                                  f"is a zip of the month folders), or point FITBIT_RAW_DIR at the folder it "
+                                  f"unzips to.")
+    assert resolve_raw_dir(local, synthetic_when_empty=True)[1]   # the synthetic data set asked for by name
+    monkeypatch.setenv("FITBIT_RAW_DIR", str(raw))   # make run says it before anything starts
+    monkeypatch.setenv("FITBIT_LAKE_DIR", str(tmp_path / "lake"))
+    assert cli.main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds archive.zip but no Fitbit CSV: unzip it there" in err, err
+    with zipfile.ZipFile(raw / "archive.zip") as archive:
+        archive.extractall(raw)
+    assert resolve_raw_dir(local) == (raw, False)   # unzipped beside the zip: the real data
