@@ -369,19 +369,26 @@ class UnreadableFile(NoInput):
 
 
 def require_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> None:
-    """A raw folder that does not exist is a mistyped path, and one that holds a zip but no CSV the
-    Kaggle download not unzipped, not "no data": an error, unless the synthetic data set was asked for
-    by name (synthetic_when_empty given)."""
+    """A raw folder that does not exist is a mistyped path, one that holds a zip but no CSV the Kaggle
+    download not unzipped, and one whose CSVs all have other names renamed files: not "no data" but an
+    error, unless the synthetic data set was asked for by name (synthetic_when_empty given)."""
     if synthetic_when_empty is not None:
         return
     if not settings.raw_dir.exists():
         raise NoInput(f"The raw folder {settings.raw_dir} does not exist: set FITBIT_RAW_DIR (or the raw_dir "
                       f"parameter) to the folder of the Kaggle CSVs, or to an empty folder for the synthetic "
                       f"data set.")
+    scan = scan_sources(settings.raw_dir)
+    if scan.files:
+        return
     archives = sorted(settings.raw_dir.rglob("*.zip"))
-    if archives and not scan_sources(settings.raw_dir).files:
+    if archives:
         raise NoInput(f"{settings.raw_dir} holds {archives[0].name} but no Fitbit CSV: unzip it there (the Kaggle "
                       f"download is a zip of the month folders), or point FITBIT_RAW_DIR at the folder it unzips to.")
+    if scan.unknown:
+        raise NoInput(f"{settings.raw_dir} holds {len(scan.unknown)} CSV file(s) but none named as a Fitbit file "
+                      f"(e.g. {scan.unknown[0].name}): the Kaggle files are named like dailyActivity_merged.csv; "
+                      f"give them their Kaggle names, or point FITBIT_RAW_DIR at the folder of the Kaggle files.")
 
 
 def resolve_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> tuple[Path, bool]:

@@ -162,10 +162,11 @@ def test_produce_leaves_synthetic_data_to_conf_unless_a_parameter_asks(tmp_path,
     """`make run` (no widgets) on an empty raw folder replays the synthetic data set where conf allows
     it; the producer job's `synthetic` widget decides on Databricks and under `make job`."""
     from fitbit_lakehouse import produce
+    from fitbit_lakehouse.catalogue import SourceScan
 
     cell = _parameters_cell("01_produce.ipynb")
     generated = []
-    monkeypatch.setattr(produce, "scan_sources", lambda path: type("S", (), {"files": []})())
+    monkeypatch.setattr(produce, "scan_sources", lambda path: SourceScan())   # no Fitbit CSV anywhere
 
     (tmp_path / "empty").mkdir()
 
@@ -243,3 +244,21 @@ def test_a_raw_folder_with_the_kaggle_zip_but_no_csv_says_unzip_it(tmp_path, mon
     with zipfile.ZipFile(raw / "archive.zip") as archive:
         archive.extractall(raw)
     assert resolve_raw_dir(local) == (raw, False)   # unzipped beside the zip: the real data
+
+
+def test_a_raw_folder_whose_csvs_all_have_other_names_says_what_the_names_are(tmp_path):
+    """Renamed files (dailyActivity.csv) are not an empty folder: the user meant real data."""
+    from fitbit_lakehouse.produce import NoInput, resolve_raw_dir
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "dailyActivity.csv").write_text("Id,ActivityDate,TotalSteps\n1503960366,4/12/2016,13162\n")
+    local = settings(**{"paths.raw_dir": str(raw), "paths.lake_dir": str(tmp_path / "lake")})
+    with pytest.raises(NoInput) as failure:
+        resolve_raw_dir(local)
+    assert str(failure.value) == (f"{raw} holds 1 CSV file(s) but none named as a Fitbit file (e.g. "
+                                  f"dailyActivity.csv): the Kaggle files are named like dailyActivity_merged.csv; "
+                                  f"give them their Kaggle names, or point FITBIT_RAW_DIR at the folder of the "
+                                  f"Kaggle files.")
+    (raw / "dailyActivity.csv").rename(raw / "dailyActivity_merged.csv")
+    assert resolve_raw_dir(local) == (raw, False)
