@@ -47,6 +47,11 @@ def mlflow_uris():
             os.environ[variable] = value
 
 
+def cli_said(stderr: str) -> list[str]:
+    """The lines a CLI process printed on stderr, without the JVM's own notice of its incubator module."""
+    return [line for line in stderr.splitlines() if not line.startswith("WARNING: Using incubator modules")]
+
+
 @pytest.fixture
 def cli_signals():
     """For a test that calls the CLI's main() in this process: the signal handlers main() installs

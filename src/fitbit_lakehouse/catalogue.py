@@ -215,6 +215,7 @@ class SourceScan:
     unknown: list[Path] = field(default_factory=list)
     outside: list[Path] = field(default_factory=list)   # links that lead out of the raw folder: refused
     unreadable: list[tuple[Path, str]] = field(default_factory=list)   # folders that could not be listed, why
+    archives: list[Path] = field(default_factory=list)   # zip files (the Kaggle download, not unzipped)
 
 
 def _month_order(path: Path) -> tuple:
@@ -237,6 +238,8 @@ def scan_sources(raw_dir: Path) -> SourceScan:
     for folder, _, names in os.walk(raw_dir, onerror=lambda e: scan.unreadable.append((Path(e.filename), e.strerror))):
         found += [Path(folder) / name for name in names]
     for path in sorted(found, key=lambda p: (_month_order(p), str(p))):
+        if path.suffix.lower() == ".zip":
+            scan.archives.append(path)
         if not path.is_file() or path.suffix.lower() != ".csv":
             continue
         if not path.resolve().is_relative_to(root):

@@ -272,9 +272,8 @@ def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: P
                     continue
                 data = path.read_bytes()
             except OSError as exc:   # stop rather than leave a file out unsaid
-                raise UnreadableFile(f"{path} cannot be read ({exc.strerror}): give this user the right to read "
-                                     f"it, or move it out of {raw_dir}. The files before it were sent; the next "
-                                     f"run goes on from there") from exc
+                raise UnreadableFile.of(path, exc.strerror, raw_dir, "The files before it were sent; the next run "
+                                                                     "goes on from there") from exc
             lines = split_lines(data)
             if lines is None or not len(lines):
                 continue
@@ -367,6 +366,11 @@ class UnreadableFile(NoInput):
     """A Fitbit CSV, or a folder, of the raw folder that cannot be read (no permission, gone since it was
     listed)."""
 
+    @classmethod
+    def of(cls, path: Path, why: str, raw_dir: Path, what_was_sent: str) -> "UnreadableFile":
+        return cls(f"{path} cannot be read ({why}): give this user the right to read it, or move it out of "
+                   f"{raw_dir}. {what_was_sent}")
+
 
 def require_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> None:
     """A raw folder that does not exist is a mistyped path, one that holds a zip but no CSV the Kaggle
@@ -381,9 +385,8 @@ def require_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None
     scan = scan_sources(settings.raw_dir)
     if scan.files:
         return
-    archives = sorted(settings.raw_dir.rglob("*.zip"))
-    if archives:
-        raise NoInput(f"{settings.raw_dir} holds {archives[0].name} but no Fitbit CSV: unzip it there (the Kaggle "
+    if scan.archives:
+        raise NoInput(f"{settings.raw_dir} holds {scan.archives[0].name} but no Fitbit CSV: unzip it there (the Kaggle "
                       f"download is a zip of the month folders), or point FITBIT_RAW_DIR at the folder it unzips to.")
     if scan.unknown:
         raise NoInput(f"{settings.raw_dir} holds {len(scan.unknown)} CSV file(s) but none named as a Fitbit file "
@@ -421,9 +424,7 @@ def produce_from_settings(settings: Settings, file_filter: str | None = None, li
     raw_dir, synthetic = resolve_raw_dir(settings, synthetic)
     scan = scan_sources(raw_dir)
     if scan.unreadable:   # before anything is sent: a month left out would go unsaid
-        folder, why = scan.unreadable[0]
-        raise UnreadableFile(f"{folder} cannot be read ({why}): give this user the right to read it, or move it "
-                             f"out of {raw_dir}. Nothing was sent")
+        raise UnreadableFile.of(*scan.unreadable[0], raw_dir, "Nothing was sent")
     for unknown in scan.unknown:
         log.warning("Skipping %s: not a known Fitbit file", unknown)
     for link in scan.outside:

@@ -26,6 +26,7 @@ import pytest
 
 from fitbit_lakehouse import pipeline
 from fitbit_lakehouse.synthetic import generate
+from tests.conftest import cli_said
 from tests.e2e import chaos_report
 from tests.kafka_topics import delete_all_records, topic_messages
 
@@ -272,6 +273,6 @@ def test_records_the_topics_retention_deleted_before_bronze_landed_them_stop_bro
                FITBIT_SETTINGS=json.dumps({"kafka.events_topic": settings.events_topic, "spark.shuffle_partitions": 2}))
     cli = subprocess.run([sys.executable, "-m", "fitbit_lakehouse", "bronze"], env=env, capture_output=True,
                          text=True, timeout=300)
-    said = [line for line in cli.stderr.splitlines() if not line.startswith("WARNING: Using incubator modules")]
+    said = cli_said(cli.stderr)
     assert cli.returncode == 2 and len(said) == 1 and said[0].startswith("error: Records of e2e_retention"), cli.stderr
     assert "Kafka said: " in said[0] and "Exception" not in said[0], said[0]   # Kafka's words, not a Java class

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from fitbit_lakehouse import pipeline
-from tests.conftest import MONTH2_SLICE
+from tests.conftest import MONTH2_SLICE, cli_said
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,7 @@ def test_a_lake_on_a_read_only_file_system_is_one_line_before_anything_starts(re
     for command in (["run"], ["produce"], ["steps", "bronze,silver"]):
         cli = subprocess.run([sys.executable, "-m", "fitbit_lakehouse", *command], env=env, capture_output=True,
                              text=True, timeout=300)
-        said = [line for line in cli.stderr.splitlines() if not line.startswith("WARNING: Using incubator modules")]
+        said = cli_said(cli.stderr)
         assert cli.returncode == 2 and len(said) == 1, cli.stderr
         assert said[0].endswith(f"cannot write {read_only_disk / 'lake'} (Read-only file system): give this user "
                                 "the right to write there, or point FITBIT_LAKE_DIR at a folder it can write"), said
@@ -103,7 +103,7 @@ def test_a_full_disk_stops_a_step_in_one_line_and_the_next_run_loses_nothing(bas
                FITBIT_SETTINGS=json.dumps({**overrides, "spark.shuffle_partitions": 2}))
     cli = subprocess.run([sys.executable, "-m", "fitbit_lakehouse", "bronze"], env=env, capture_output=True,
                          text=True, timeout=300)
-    said = [line for line in cli.stderr.splitlines() if not line.startswith("WARNING: Using incubator modules")]
+    said = cli_said(cli.stderr)
     assert cli.returncode == 2 and len(said) == 1, cli.stderr
     assert said[0].startswith(f"error: bronze stopped: no space left on the disk of the lake {settings.lake_dir}. "
                               "Free space there"), said[0]
