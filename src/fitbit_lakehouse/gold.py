@@ -277,23 +277,35 @@ GOLD_KEYS = {
 
 # --- which user-days changed ----------------------------------------------------------------
 
-# silver table -> its time column; a row bears on the user-day of that time (minute sleep also on the
-# next day: a log that ends after midnight counts for the day it ends)
+# silver table -> its time column; a row bears on the user-day of that time
 SILVER_INPUTS = {
     "daily_activity": "activity_date", "sleep_day": "sleep_day", "minute_sleep": "sleep_minute",
     "hourly_steps": "activity_hour", "hourly_calories": "activity_hour", "hourly_intensities": "activity_hour",
     "heart_rate": "time", "weight_log": "logged_at",
 }
-_SPILLS_INTO_NEXT_DAY = {"minute_sleep"}
+# a sleep log counts for the day it ends (CONTRACT), so a minute of it bears on every day the log touches
+SLEEP_LOGS = "minute_sleep"
 
 
 def user_days(rows: DataFrame, table: str) -> DataFrame:
-    """(fitbit_id, day) pairs that a set of silver rows of `table` bears on."""
-    day = F.to_date(SILVER_INPUTS[table])
-    pairs = rows.select("fitbit_id", day.alias("day"))
-    if table in _SPILLS_INTO_NEXT_DAY:
-        pairs = pairs.unionByName(pairs.select("fitbit_id", F.date_add("day", 1).alias("day")))
-    return pairs.distinct()
+    """(fitbit_id, day) pairs on which a set of silver rows of `table` lies."""
+    return rows.select("fitbit_id", F.to_date(SILVER_INPUTS[table]).alias("day")).distinct()
+
+
+def changed_user_days(lake: Lake, changed: DataFrame, table: str) -> DataFrame:
+    """The user-days that changed rows of `table` bear on. A changed minute of sleep bears on every day
+    of its log as stored now: a log that grew past midnight moved from the day it ended on before (whose
+    gold row must go) to the next one."""
+    if table != SLEEP_LOGS:
+        return user_days(changed, table)
+    time = SILVER_INPUTS[table]
+    low, high = changed.agg(F.min(time), F.max(time)).first()
+    if low is None:
+        return user_days(changed, table)
+    logs = F.broadcast(changed.select("fitbit_id", "log_id").distinct())
+    stored = lake.read("silver", table).where(   # a log is under a day long: Delta skips the other files
+        f"{time} >= {sql_literal(low - timedelta(days=1))} AND {time} <= {sql_literal(high + timedelta(days=1))}")
+    return user_days(stored.join(logs, ["fitbit_id", "log_id"], "left_semi"), table)
 
 
 @dataclass(frozen=True)
@@ -327,7 +339,7 @@ class Scope:
         """The rows of a silver table on the scope's user-days (minute sleep: whole sleep logs, also
         those that began the day before the first or end the day after the last)."""
         time = SILVER_INPUTS[table]
-        margin = timedelta(days=1) if table in _SPILLS_INTO_NEXT_DAY else timedelta(0)
+        margin = timedelta(days=1) if table == SLEEP_LOGS else timedelta(0)
         ids = ", ".join(str(i) for i in self.ids)
         low = datetime.combine(self.first - margin, datetime.min.time())
         high = datetime.combine(self.last + timedelta(days=1) + margin, datetime.min.time())
@@ -336,7 +348,7 @@ class Scope:
         scope_days = F.broadcast(self.frame(lake.spark).toDF("_scope_id", "_scope_day"))
         on_days = rows.join(scope_days, (rows["fitbit_id"] == scope_days["_scope_id"])
                             & (F.to_date(rows[time]) == scope_days["_scope_day"]), "left_semi")
-        if table not in _SPILLS_INTO_NEXT_DAY:
+        if table != SLEEP_LOGS:
             return on_days
         logs = on_days.select("fitbit_id", "log_id").distinct()
         return rows.join(F.broadcast(logs), ["fitbit_id", "log_id"], "left_semi")
@@ -511,7 +523,7 @@ def changed_scope(lake: Lake, since: dict[str, int]) -> tuple[Scope | str | None
             if before is None:
                 frames.append(user_days(lake.read("silver", table), table))
             elif version > before:
-                frames.append(user_days(lake.changes("silver", table, before + 1, version), table))
+                frames.append(changed_user_days(lake, lake.changes("silver", table, before + 1, version), table))
         if not frames:
             return None, versions
         days = [(r["fitbit_id"], r["day"]) for r in union_all(frames).distinct().collect()]

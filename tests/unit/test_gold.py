@@ -385,8 +385,8 @@ def test_goal_alerts_follow_the_goal_setting(spark, identity):
 
 # --- which user-days a change bears on ------------------------------------------------------
 
-def test_user_days_of_minute_sleep_include_the_next_day(spark):
-    rows = spark.createDataFrame([(U1, ts("2016-04-12 23:58:00")), (U1, ts("2016-04-12 23:59:00"))],
+def test_user_days_are_the_days_the_rows_lie_on(spark):
+    rows = spark.createDataFrame([(U1, ts("2016-04-12 23:58:00")), (U1, ts("2016-04-13 00:01:00"))],
                                  "fitbit_id bigint, sleep_minute timestamp_ntz")
     got = sorted(tuple(r) for r in user_days(rows, "minute_sleep").collect())
     assert got == [(U1, date(2016, 4, 12)), (U1, date(2016, 4, 13))]
@@ -419,6 +419,43 @@ def test_a_scope_ending_on_a_night_reads_that_nights_log_whole(spark, base_setti
     night_day = (1, sum(1 for m in night if m[2] == 1), len(night))
     assert by_day(Scope([(U1, date(2016, 4, 12))])).get(20160412) == nap_day
     assert by_day(Scope([(U1, date(2016, 4, 12)), (U1, date(2016, 4, 13))])) == {20160412: nap_day, 20160413: night_day}
+
+
+def test_a_sleep_log_that_grows_past_midnight_moves_to_the_day_it_now_ends(spark, base_settings, tmp_path):
+    """A later sync adds the rest of a night whose log had ended before midnight: on a real lake, gold's
+    incremental run (silver's change feed) moves the log's row to the day it now ends, and the day it
+    ended on before keeps nothing of it (CONTRACT: time in bed = all minutes of the logs ending that day)."""
+    from fitbit_lakehouse.gold import run_gold
+    from fitbit_lakehouse.privacy import user_key_secret
+    from fitbit_lakehouse.silver import IDENTITY
+    from fitbit_lakehouse.tables import Lake
+
+    settings = base_settings.with_overrides(**{"paths.lake_dir": str(tmp_path / "lake")})
+    lake = Lake(spark, settings)
+    lake.append(spark.createDataFrame([(U1, user_key(U1, user_key_secret(settings)))],
+                                      "fitbit_id bigint, user_key string"), "silver", IDENTITY)
+
+    def minutes(start: str, count: int) -> list[tuple]:   # one log; every fifth minute restless
+        return [(U1, ts(start) + timedelta(minutes=i), 2 if i % 5 == 0 else 1, 7) for i in range(count)]
+
+    def add(rows: list[tuple]) -> None:
+        lake.append(spark.createDataFrame(rows, "fitbit_id bigint, sleep_minute timestamp_ntz, value int, log_id bigint"),
+                    "silver", "minute_sleep", properties={"delta.enableChangeDataFeed": "true"})
+
+    def gold_by_day() -> dict:
+        return {r["date_key"]: (r["sleep_records"], r["minutes_asleep"], r["time_in_bed"])
+                for r in lake.read("gold", "fact_sleep").collect()}
+
+    def one_log(rows: list[tuple]) -> tuple:
+        return 1, sum(1 for r in rows if r[2] == 1), len(rows)
+
+    evening, night = minutes("2016-04-11 23:00:00", 60), minutes("2016-04-12 00:00:00", 7 * 60)
+    add(evening)
+    run_gold(spark, settings)
+    assert gold_by_day() == {20160411: one_log(evening)}
+    add(night)
+    assert run_gold(spark, settings)["user_days"] == 2   # both days of the log, read from the change feed
+    assert gold_by_day() == {20160412: one_log(evening + night)}
 
 
 def test_two_sleep_day_rows_on_one_day_keep_the_newer(spark):
