@@ -45,14 +45,21 @@ def _reason(rules: Rules, rule: str, failed: SparkColumn, column: str | None = N
     return failed, f"{rule}:{column}" if column else rule
 
 
+DECIMAL_NUMBER = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+WHOLE_AS_DECIMAL = r"^[+-]?[0-9]+[.]0+$"
+
+
 def typed_value(raw: SparkColumn, col: Column, ntz_session: bool = False) -> SparkColumn:
     """The source string typed as the silver column (null when it does not parse). ntz_session: the
     session's default timestamp type is TIMESTAMP_NTZ, so one parse yields the wall-clock value."""
     text = F.trim(raw)
-    if col.type == "id" or col.type == "long":
+    if col.type == "id":
         value = text.try_cast("bigint")
-    elif col.type == "double":
-        value = text.try_cast("double")
+    elif col.type == "long":   # a whole number, also as a float column writes it (pandas: 1234.0)
+        value = F.coalesce(text.try_cast("bigint"),
+                           F.when(text.rlike(WHOLE_AS_DECIMAL), F.substring_index(text, ".", 1).try_cast("bigint")))
+    elif col.type == "double":   # Spark's cast also takes Java's 1.5d and 2f, which no CSV means as numbers
+        value = F.when(text.rlike(DECIMAL_NUMBER), text.try_cast("double"))
         value = F.when(F.isnan(value) | (F.abs(value) == F.lit(float("inf"))), None).otherwise(value)
     elif col.type == "bool":
         lowered = F.lower(text)

@@ -131,6 +131,13 @@ def test_daily_activity_rules_and_types(spark, rules):
         16: (daily(Id="1503960366.5"), ["id_not_positive_integer"]),
         17: (daily(SedentaryMinutes="abc"), ["not_a_number:sedentary_minutes"]),
         18: (daily(Id=" 1503960366 ", TotalSteps=" 7 "), []),               # surrounding blanks are trimmed
+        # a whole number as a float column writes it (pandas' to_csv of a column with a gap) is a count
+        19: (daily(TotalSteps="13162.0", Calories="1985.00"), []),
+        # Java's number suffixes, which Spark's cast takes, are no CSV number; exponents are
+        21: (daily(TotalDistance="8.5d", VeryActiveDistance="1f"),
+             ["not_a_number:total_distance", "not_a_number:very_active_distance"]),
+        22: (daily(TotalDistance="8.5e0", VeryActiveDistance=".5"), []),
+        24: (daily(Id="1503960366.0"), ["id_not_positive_integer"]),          # an Id is its digits
     }
     values = [event("dailyActivity", f, row=n) for n, (f, _) in cases.items()]
     values.append(raw_event("dailyActivity", f"{BIG_ID},4/12/2016,100", row=20))     # too few fields
@@ -140,6 +147,8 @@ def test_daily_activity_rules_and_types(spark, rules):
         assert sorted(rows[n]["reasons"]) == sorted(reasons), (n, rows[n]["reasons"])
     assert rows[20]["reasons"] == ["field_count"]
     assert (rows[18]["fitbit_id"], rows[18]["total_steps"]) == (1503960366, 7)
+    assert (rows[19]["total_steps"], rows[19]["calories"]) == (13162, 1985)
+    assert (rows[22]["total_distance"], rows[22]["very_active_distance"]) == (8.5, 0.5)
 
     clean = rows[1]
     assert clean["fitbit_id"] == 8877689391 and isinstance(clean["fitbit_id"], int)
