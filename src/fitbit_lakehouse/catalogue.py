@@ -213,7 +213,7 @@ def kind_of_file(path: Path) -> FileKind | None:
 class SourceScan:
     files: list[tuple[Path, FileKind]] = field(default_factory=list)
     unknown: list[Path] = field(default_factory=list)
-    outside: list[Path] = field(default_factory=list)   # links that lead out of the raw folder: refused
+    outside: list[Path] = field(default_factory=list)   # links (files, folders) that lead out of the raw folder: refused
     unreadable: list[tuple[Path, str]] = field(default_factory=list)   # folders that could not be listed, why
     archives: list[Path] = field(default_factory=list)   # zip files (the Kaggle download, not unzipped)
 
@@ -235,8 +235,12 @@ def scan_sources(raw_dir: Path) -> SourceScan:
     root = raw_dir.resolve()
     found: list[Path] = []
     # os.walk, not Path.rglob: rglob passes over a folder it may not list without a word
-    for folder, _, names in os.walk(raw_dir, onerror=lambda e: scan.unreadable.append((Path(e.filename), e.strerror))):
+    for folder, subfolders, names in os.walk(raw_dir, onerror=lambda e: scan.unreadable.append((Path(e.filename),
+                                                                                                  e.strerror))):
         found += [Path(folder) / name for name in names]
+        # a linked folder is not walked into: one that leads out of the raw folder is refused like a linked file
+        scan.outside += [Path(folder) / name for name in sorted(subfolders) if (Path(folder) / name).is_symlink()
+                         and not (Path(folder) / name).resolve().is_relative_to(root)]
     for path in sorted(found, key=lambda p: (_month_order(p), str(p))):
         if path.suffix.lower() == ".zip":
             scan.archives.append(path)

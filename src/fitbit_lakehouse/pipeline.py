@@ -368,6 +368,9 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
             scan = scan_sources(settings.raw_dir)
             if scan.files:
                 print(f"Input: {len(scan.files)} Fitbit CSV files in {settings.raw_dir}", flush=True)
+                if scan.outside:
+                    print(f"Refused: {len(scan.outside)} link(s) out of the raw folder, not read (e.g. "
+                          f"{scan.outside[0].name} -> {scan.outside[0].resolve()}): copy them in", flush=True)
             elif settings.get("producer.synthetic_when_empty"):
                 print(f"No Fitbit CSV in {settings.raw_dir}: this run uses a synthetic data set in the Kaggle "
                       f"schema (set FITBIT_RAW_DIR to use real data)", flush=True)

@@ -372,33 +372,83 @@ class UnreadableFile(NoInput):
                    f"{raw_dir}. {what_was_sent}")
 
 
+class MixedDataSets(NoInput):
+    """The lake holds the synthetic data set and the run has the user's files, or the other way round:
+    gold would mix the two without a word."""
+
+
 def require_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> None:
-    """A raw folder that does not exist is a mistyped path, one that holds a zip but no CSV the Kaggle
-    download not unzipped, and one whose CSVs all have other names renamed files: not "no data" but an
-    error, unless the synthetic data set was asked for by name (synthetic_when_empty given)."""
-    if synthetic_when_empty is not None:
-        return
-    if not settings.raw_dir.exists():
-        raise NoInput(f"The raw folder {settings.raw_dir} does not exist: set FITBIT_RAW_DIR (or the raw_dir "
-                      f"parameter) to the folder of the Kaggle CSVs, or to an empty folder for the synthetic "
-                      f"data set.")
-    scan = scan_sources(settings.raw_dir)
-    if scan.files:
-        return
-    if scan.archives:
-        raise NoInput(f"{settings.raw_dir} holds {scan.archives[0].name} but no Fitbit CSV: unzip it there (the Kaggle "
-                      f"download is a zip of the month folders), or point FITBIT_RAW_DIR at the folder it unzips to.")
-    if scan.unknown:
-        raise NoInput(f"{settings.raw_dir} holds {len(scan.unknown)} CSV file(s) but none named as a Fitbit file "
-                      f"(e.g. {scan.unknown[0].name}): the Kaggle files are named like dailyActivity_merged.csv; "
-                      f"give them their Kaggle names, or point FITBIT_RAW_DIR at the folder of the Kaggle files.")
+    """A raw folder that does not exist (or is a file) is a mistyped path, one that holds a zip but no
+    CSV the Kaggle download not unzipped, one whose CSVs all have other names renamed files, and one
+    whose Fitbit CSVs all link out of it refused input: not "no data" but an error, unless the
+    synthetic data set was asked for by name (synthetic_when_empty given). Either way, the data set
+    must be the one the lake was built on."""
+    raw_dir = settings.raw_dir
+    if synthetic_when_empty is None and not raw_dir.is_dir():
+        raise NoInput(f"The raw folder {raw_dir} " + ("is a file, not a folder: set FITBIT_RAW_DIR (or the raw_dir "
+                                                      "parameter) to the folder that holds the Kaggle CSVs."
+                                                      if raw_dir.exists() else
+                                                      "does not exist: set FITBIT_RAW_DIR (or the raw_dir parameter) to "
+                                                      "the folder of the Kaggle CSVs, or to an empty folder for the "
+                                                      "synthetic data set."))
+    scan = scan_sources(raw_dir)
+    if not scan.files and synthetic_when_empty is None:
+        if scan.archives:
+            raise NoInput(f"{raw_dir} holds {scan.archives[0].name} but no Fitbit CSV: unzip it there (the Kaggle "
+                          f"download is a zip of the month folders), or point FITBIT_RAW_DIR at the folder it unzips to.")
+        if scan.outside:
+            raise NoInput(f"{raw_dir} holds no Fitbit CSV of its own: {scan.outside[0].name} links to "
+                          f"{scan.outside[0].resolve()}, outside it, and links out of the raw folder are not read. "
+                          f"Point FITBIT_RAW_DIR at the folder the links lead to, or copy the files in.")
+        if scan.unknown:
+            raise NoInput(f"{raw_dir} holds {len(scan.unknown)} CSV file(s) but none named as a Fitbit file "
+                          f"(e.g. {scan.unknown[0].name}): the Kaggle files are named like dailyActivity_merged.csv; "
+                          f"give them their Kaggle names, or point FITBIT_RAW_DIR at the folder of the Kaggle files.")
+    if scan.files or (settings.get("producer.synthetic_when_empty") if synthetic_when_empty is None
+                      else synthetic_when_empty):   # else no data set at all: resolve_raw_dir says so
+        LakeDataSet(settings).require(synthetic=not scan.files, raw_dir=raw_dir)
+
+
+class LakeDataSet:
+    """Which data set the lake was built on, the synthetic one or the user's files (kept beside the
+    producer's ledger, so `make clean-lake` forgets it with the tables)."""
+
+    SYNTHETIC, FILES = "synthetic", "files"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.path = settings.lake_dir / "_producer" / "data_set.json"
+
+    def held(self) -> dict | None:
+        return json.loads(self.path.read_text()) if self.path.is_file() else None
+
+    def require(self, synthetic: bool, raw_dir: Path) -> None:
+        held, lake = self.held(), self.settings.lake_dir
+        if held is None or (held["data_set"] == self.SYNTHETIC) == synthetic:
+            return
+        if synthetic:
+            raise MixedDataSets(
+                f"The lake {lake} holds the Fitbit files of {held['raw_dir']}, and {raw_dir} holds none: this run "
+                f"would add the synthetic data set to them. Set FITBIT_RAW_DIR to the folder of the Kaggle files, "
+                f"or FITBIT_LAKE_DIR to a new folder for the synthetic data set.")
+        raise MixedDataSets(
+            f"The lake {lake} holds the synthetic data set of an earlier run: the files in {raw_dir} would be mixed "
+            f"with it in gold. Start a fresh lake for them: `make clean-lake` (deletes the tables, keeps the CSVs), "
+            f"or set FITBIT_LAKE_DIR to a new folder.")
+
+    def record(self, synthetic: bool, raw_dir: Path) -> None:
+        if self.held() is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"data_set": self.SYNTHETIC if synthetic else self.FILES,
+                                         "raw_dir": str(raw_dir)}))
 
 
 def resolve_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> tuple[Path, bool]:
     """FITBIT_RAW_DIR when it holds a Fitbit CSV, else (where allowed) a synthetic data set generated once."""
+    require_raw_dir(settings, synthetic_when_empty)
     if scan_sources(settings.raw_dir).files:
         return settings.raw_dir, False
-    require_raw_dir(settings, synthetic_when_empty)
     if synthetic_when_empty is None:
         synthetic_when_empty = settings.get("producer.synthetic_when_empty")
     if not synthetic_when_empty:
@@ -431,6 +481,7 @@ def produce_from_settings(settings: Settings, file_filter: str | None = None, li
         log.warning("Refusing %s: it links to %s, outside the raw folder %s. Copy the file in, or point "
                     "FITBIT_RAW_DIR at the folder that holds it", link, link.resolve(), raw_dir)
     sources = select_sources(scan, file_filter)
+    LakeDataSet(settings).record(synthetic, raw_dir)
     ledger = SendLedger(settings.lake_dir / "_producer" / "ledger.json",
                         f"{settings.events_topic}/{topic_id or 'unknown-topic-id'}")
     summary = produce(settings, sources, raw_dir, limit=limit, speed=speed, replay=replay, ledger=ledger)

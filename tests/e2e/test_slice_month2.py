@@ -235,6 +235,19 @@ def test_rerun_with_nothing_new_adds_no_bronze_record(lake, settings):
     _same_frames(before["gold"], after["gold"], lambda f: [c for c in ("user_key", "date_key") if c in f])
 
 
+def test_the_synthetic_data_set_is_not_added_to_a_lake_of_real_files(lake, settings, test_root):
+    """The raw folder emptied (or FITBIT_RAW_DIR mistyped to an empty one) after a run on real files:
+    the synthetic data set would land beside them in gold. The produce step refuses; nothing is sent."""
+    from fitbit_lakehouse.produce import MixedDataSets
+
+    empty = test_root / "slice_empty_raw"
+    empty.mkdir()
+    bronze = lake["lake"].count("bronze", "events")
+    with pytest.raises(MixedDataSets, match="this run would add the synthetic data set to them"):
+        pipeline.produce_step(settings.with_overrides(**{"paths.raw_dir": str(empty)}))
+    assert pipeline.bronze_step(settings)["records"] == 0 and lake["lake"].count("bronze", "events") == bronze
+
+
 def test_replay_changes_nothing_downstream(lake, settings, csv):
     before = _snapshot(lake)
     alerts_before = before["gold"]["goal_alerts"]

@@ -262,3 +262,84 @@ def test_a_raw_folder_whose_csvs_all_have_other_names_says_what_the_names_are(tm
                                   f"Kaggle files.")
     (raw / "dailyActivity.csv").rename(raw / "dailyActivity_merged.csv")
     assert resolve_raw_dir(local) == (raw, False)
+
+
+def test_a_raw_folder_that_is_a_file_says_so(tmp_path):
+    """FITBIT_RAW_DIR set to one of the CSVs, not to its folder: not the synthetic data set."""
+    from fitbit_lakehouse.produce import NoInput, resolve_raw_dir
+
+    (tmp_path / "sleepDay_merged.csv").write_text("Id,SleepDay,TotalSleepRecords,TotalMinutesAsleep,TotalTimeInBed\n")
+    local = settings(**{"paths.raw_dir": str(tmp_path / "sleepDay_merged.csv"), "paths.lake_dir": str(tmp_path / "lake")})
+    with pytest.raises(NoInput) as failure:
+        resolve_raw_dir(local)
+    assert str(failure.value) == (f"The raw folder {tmp_path / 'sleepDay_merged.csv'} is a file, not a folder: set "
+                                  f"FITBIT_RAW_DIR (or the raw_dir parameter) to the folder that holds the Kaggle CSVs.")
+
+
+def test_a_raw_folder_whose_fitbit_files_all_link_out_of_it_says_so(tmp_path):
+    """Links out of the raw folder are not read (a linked file or a linked month folder). When they are
+    all it holds, the user meant those files: one line, not the synthetic data set."""
+    from fitbit_lakehouse.catalogue import scan_sources
+    from fitbit_lakehouse.produce import NoInput, resolve_raw_dir
+
+    kaggle = tmp_path / "downloads" / "Fitabase Data 4.12.16-5.12.16"
+    kaggle.mkdir(parents=True)
+    (kaggle / "dailyActivity_merged.csv").write_text("Id,ActivityDate,TotalSteps\n1503960366,4/12/2016,13162\n")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "Fitabase Data 4.12.16-5.12.16").symlink_to(kaggle, target_is_directory=True)
+    local = settings(**{"paths.raw_dir": str(raw), "paths.lake_dir": str(tmp_path / "lake")})
+    with pytest.raises(NoInput) as failure:
+        resolve_raw_dir(local)
+    assert str(failure.value) == (f"{raw} holds no Fitbit CSV of its own: Fitabase Data 4.12.16-5.12.16 links to "
+                                  f"{kaggle}, outside it, and links out of the raw folder are not read. Point "
+                                  f"FITBIT_RAW_DIR at the folder the links lead to, or copy the files in.")
+    (raw / "Fitabase Data 4.12.16-5.12.16").unlink()
+    (raw / "dailyActivity_merged.csv").symlink_to(kaggle / "dailyActivity_merged.csv")
+    with pytest.raises(NoInput, match="dailyActivity_merged.csv links to .*downloads"):
+        resolve_raw_dir(local)
+    local = settings(**{"paths.raw_dir": str(kaggle.parent), "paths.lake_dir": str(tmp_path / "lake")})
+    assert resolve_raw_dir(local) == (kaggle.parent, False)   # where the links lead: read
+    (kaggle / "linked").symlink_to(raw, target_is_directory=True)   # a linked folder among real files: refused
+    assert scan_sources(kaggle.parent).outside == [kaggle / "linked"]
+
+
+def test_a_lake_of_one_data_set_refuses_the_other(tmp_path, monkeypatch, capsys, cli_signals):
+    """The first `make run` (an empty data/raw) builds the lake on the synthetic data set; the Kaggle
+    files unzipped afterwards would be mixed with it in gold without a word. Either way round: one line
+    that says what to do, before a broker starts."""
+    from fitbit_lakehouse import __main__ as cli
+    from fitbit_lakehouse import kafka_broker
+    from fitbit_lakehouse.produce import LakeDataSet, MixedDataSets, resolve_raw_dir
+
+    raw, lake = tmp_path / "raw", tmp_path / "lake"
+    raw.mkdir()
+    local = settings(**{"paths.raw_dir": str(raw), "paths.lake_dir": str(lake), "synthetic.days": 1,
+                        "synthetic.users": 1})
+    synthetic_dir, synthetic = resolve_raw_dir(local)
+    assert synthetic
+    LakeDataSet(local).record(True, synthetic_dir)   # what a produce step does once it has resolved its input
+    (raw / "dailyActivity_merged.csv").write_text("Id,ActivityDate,TotalSteps\n1503960366,4/12/2016,13162\n")
+    with pytest.raises(MixedDataSets) as failure:
+        resolve_raw_dir(local)
+    assert str(failure.value) == (f"The lake {lake} holds the synthetic data set of an earlier run: the files in {raw} "
+                                  f"would be mixed with it in gold. Start a fresh lake for them: `make clean-lake` "
+                                  f"(deletes the tables, keeps the CSVs), or set FITBIT_LAKE_DIR to a new folder.")
+
+    def no_broker(*args, **kwargs):
+        raise AssertionError("a broker was started for a run that would mix two data sets")
+
+    monkeypatch.setattr(kafka_broker, "ensure_broker", no_broker)
+    monkeypatch.setenv("FITBIT_RAW_DIR", str(raw))
+    monkeypatch.setenv("FITBIT_LAKE_DIR", str(lake))
+    for command in (["run"], ["produce"]):
+        assert cli.main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "holds the synthetic data set of an earlier run" in err, err
+
+    other = settings(**{"paths.raw_dir": str(raw), "paths.lake_dir": str(tmp_path / "real_lake")})
+    LakeDataSet(other).record(False, raw)                  # a lake of the user's files ...
+    assert resolve_raw_dir(other) == (raw, False)          # ... goes on with them
+    (raw / "dailyActivity_merged.csv").unlink()            # ... and refuses the synthetic data set
+    with pytest.raises(MixedDataSets, match=f"holds the Fitbit files of {raw}, and {raw} holds none"):
+        resolve_raw_dir(other)
