@@ -140,6 +140,9 @@ def event_id(kind: str, line: str) -> str:
 
 # --- what was sent -----------------------------------------------------------------------
 
+LEDGER_FILE = "ledger.json"
+
+
 class SendLedger:
     """Per topic (by its Kafka topic id, so a recreated topic starts over) and source file: the bytes
     sent and acknowledged, the file's size and mtime, and a hash of the sent prefix."""
@@ -420,7 +423,15 @@ class LakeDataSet:
         self.path = settings.lake_dir / "_producer" / "data_set.json"
 
     def held(self) -> dict | None:
-        return json.loads(self.path.read_text()) if self.path.is_file() else None
+        if self.path.is_file():
+            return json.loads(self.path.read_text())
+        if not (self.path.parent / LEDGER_FILE).is_file():
+            return None   # nothing sent into this lake yet
+        # sent before the lake kept its data set: the synthetic one is generated under the lake when used
+        synthetic = self.settings.synthetic_dir
+        if scan_sources(synthetic).files:
+            return {"data_set": self.SYNTHETIC, "raw_dir": str(synthetic)}
+        return {"data_set": self.FILES, "raw_dir": "an earlier run's raw folder"}
 
     def require(self, synthetic: bool, raw_dir: Path) -> None:
         held, lake = self.held(), self.settings.lake_dir
@@ -482,7 +493,7 @@ def produce_from_settings(settings: Settings, file_filter: str | None = None, li
                     "FITBIT_RAW_DIR at the folder that holds it", link, link.resolve(), raw_dir)
     sources = select_sources(scan, file_filter)
     LakeDataSet(settings).record(synthetic, raw_dir)
-    ledger = SendLedger(settings.lake_dir / "_producer" / "ledger.json",
+    ledger = SendLedger(settings.lake_dir / "_producer" / LEDGER_FILE,
                         f"{settings.events_topic}/{topic_id or 'unknown-topic-id'}")
     summary = produce(settings, sources, raw_dir, limit=limit, speed=speed, replay=replay, ledger=ledger)
     summary.unknown_files = [str(p) for p in scan.unknown]

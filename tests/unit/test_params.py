@@ -343,3 +343,23 @@ def test_a_lake_of_one_data_set_refuses_the_other(tmp_path, monkeypatch, capsys,
     (raw / "dailyActivity_merged.csv").unlink()            # ... and refuses the synthetic data set
     with pytest.raises(MixedDataSets, match=f"holds the Fitbit files of {raw}, and {raw} holds none"):
         resolve_raw_dir(other)
+
+
+def test_a_lake_sent_into_before_it_kept_its_data_set_is_told_by_its_synthetic_folder(tmp_path):
+    """Lakes of earlier versions have a ledger but no data_set.json: the synthetic data set is generated
+    under the lake when a run uses it, so its files there tell such a lake apart."""
+    from fitbit_lakehouse.produce import LakeDataSet, MixedDataSets, resolve_raw_dir
+    from fitbit_lakehouse.synthetic import generate
+
+    raw, lake = tmp_path / "raw", tmp_path / "lake"
+    raw.mkdir()
+    (raw / "dailyActivity_merged.csv").write_text("Id,ActivityDate,TotalSteps\n1503960366,4/12/2016,13162\n")
+    local = settings(**{"paths.raw_dir": str(raw), "paths.lake_dir": str(lake)})
+    assert LakeDataSet(local).held() is None                    # a fresh lake: nothing sent yet
+    (lake / "_producer").mkdir(parents=True)
+    (lake / "_producer" / "ledger.json").write_text("{}")
+    assert LakeDataSet(local).held()["data_set"] == "files"     # sent into, no synthetic folder
+    assert resolve_raw_dir(local) == (raw, False)
+    generate(local.synthetic_dir, users=1, days=1, seed=3, heart_rate_users=0)
+    with pytest.raises(MixedDataSets, match="holds the synthetic data set of an earlier run"):
+        resolve_raw_dir(local)
