@@ -63,6 +63,11 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+# environment variable, the levels it takes (Python's logging; Spark's log4j), its default
+LOG_LEVELS = (("FITBIT_LOG_LEVEL", ("debug", "info", "warning", "warn", "error", "critical"), "info"),
+              ("SPARK_LOG_LEVEL", ("all", "trace", "debug", "info", "warn", "error", "fatal", "off"), "error"))
+
+
 class ConfigError(ValueError):
     """Settings that cannot be read: an unknown FITBIT_ENV, a FITBIT_SETTINGS that is not a mapping."""
 
@@ -172,5 +177,8 @@ def load_settings(env: str | None = None, conf_dir: Path | None = None,
     # any other setting, as YAML/JSON of dotted keys: FITBIT_SETTINGS='{"silver.max_files_per_trigger": 1}'
     for dotted, value in _extra_settings(environ.get("FITBIT_SETTINGS") or "{}").items():
         _set_dotted(tree, dotted, value)
+    for var, levels, default in LOG_LEVELS:   # a typo here would surface deep in a step, as a traceback
+        if (environ.get(var) or default).lower() not in levels:
+            raise ConfigError(f"{var}={environ[var]} is not a log level: give one of {', '.join(levels)} (any case)")
     settings = Settings(raw=tree, project_root=conf_dir.parent, env=env)
     return settings.with_overrides(**overrides) if overrides else settings

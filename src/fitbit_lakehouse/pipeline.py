@@ -163,14 +163,15 @@ def cell_error_line(ename: str, evalue: str) -> str:
 
 def settings_from_params(**params) -> Settings:
     """Settings for a notebook: conf/ + environment, with the notebook's non-empty parameters over them."""
-    logging.basicConfig(level=os.environ.get("FITBIT_LOG_LEVEL", "INFO"),
+    settings = load_settings()   # first: it checks the log levels below
+    logging.basicConfig(level=(os.environ.get("FITBIT_LOG_LEVEL") or "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("py4j", "mlflow", "alembic", "matplotlib", "traitlets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.ERROR)   # kafka-python's timing warnings are not for users
     mapping = {**JOB_PARAMETERS, "bronze_trigger": "bronze.trigger", "silver_trigger": "silver.trigger",
                "speed": "producer.speed"}
-    return load_settings().with_overrides(**{mapping.get(k, k): v for k, v in params.items()})
+    return settings.with_overrides(**{mapping.get(k, k): v for k, v in params.items()})
 
 
 def notebook_settings(**cell_values) -> tuple[Settings, dict]:

@@ -229,6 +229,8 @@ def test_every_rule_a_record_can_fail_is_named_in_conf():
     ({"FITBIT_SETTINGS": "{bad json"}, "not valid JSON or YAML"),
     ({"FITBIT_SETTINGS": "[1, 2]"}, "not a mapping"),
     ({"FITBIT_ENV": "prod"}, "FITBIT_ENV=prod: there is no"),
+    ({"FITBIT_LOG_LEVEL": "verbose"}, "FITBIT_LOG_LEVEL=verbose is not a log level: give one of debug, info"),
+    ({"SPARK_LOG_LEVEL": "loud"}, "SPARK_LOG_LEVEL=loud is not a log level: give one of all, trace"),
 ])
 def test_settings_that_cannot_be_read_are_one_line_that_says_what_to_give(environ, says):
     from fitbit_lakehouse.config import ConfigError
@@ -238,6 +240,21 @@ def test_settings_that_cannot_be_read_are_one_line_that_says_what_to_give(enviro
     assert "\n" not in str(failure.value)
     if "FITBIT_ENV" in environ:
         assert "local, workspace" in str(failure.value)
+
+
+def test_log_levels_are_taken_in_any_case(monkeypatch):
+    """SPARK_LOG_LEVEL is documented in lower case, FITBIT_LOG_LEVEL in upper: either is taken in both."""
+    import logging
+
+    from fitbit_lakehouse.pipeline import settings_from_params
+
+    for fitbit, spark in (("debug", "Info"), ("Warning", "warn"), ("ERROR", "ERROR"), ("", "")):
+        load_settings(environ={"FITBIT_LOG_LEVEL": fitbit, "SPARK_LOG_LEVEL": spark})
+    monkeypatch.setenv("FITBIT_LOG_LEVEL", "debug")
+    settings_from_params()
+    assert logging.getLogger().level == logging.DEBUG
+    monkeypatch.setenv("FITBIT_LOG_LEVEL", "INFO")
+    settings_from_params()
 
 
 def test_a_driver_memory_spark_cannot_start_with_is_one_line_before_it_tries():
