@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from .bundle import BundleError
     from .cluster import ClusterError
     from .config import ConfigError
+    from .gold import NothingToBuild
     from .kafka_broker import BrokerError
     from .maintenance import VacuumRefused
     from .maven import SetupError
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args, settings)
     except (BadDateRange, BrokerError, BundleError, ClusterError, ConfigError, DataLossError, DiskFull, LakeBusy,
-            NoInput, NotWritable, PrivacyError, SetupError, StepFailed, ReconciliationError, VacuumRefused) as exc:
+            NoInput, NothingToBuild, NotWritable, PrivacyError, SetupError, StepFailed, ReconciliationError,
+            VacuumRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as exc:

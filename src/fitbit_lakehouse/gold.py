@@ -582,11 +582,20 @@ def _upgrade_layout(lake: Lake, settings: Settings) -> bool:
     return layout < GOLD_LAYOUT
 
 
+class NothingToBuild(RuntimeError):
+    """Gold was asked for before silver holds anything."""
+
+
 def run_gold(spark, settings: Settings, start: date | None = None, end: date | None = None) -> dict:
     """Bring gold up to date with silver (or, with start and end, rebuild that date range)."""
     lake = Lake(spark, settings)
     if not lake.exists("silver", IDENTITY):
-        raise RuntimeError("No silver table yet: run 03_silver first")
+        received = lake.count("bronze", "events") if lake.exists("bronze", "events") else None
+        if not received:   # a lake whose topic was empty (a job run before the producer): say where to start
+            raise NothingToBuild(f"No Fitbit record in {lake.settings.lake_dir} yet: bronze has received none from "
+                                 f"the topic {lake.settings.events_topic}. Send the CSVs first (make run, or the "
+                                 f"fitbit_producer job), then bronze and silver.")
+        raise NothingToBuild(f"No silver table yet, and bronze holds {received:,} records: run 03_silver first")
     state = silver_versions_file(settings)
     since = json.loads(state.read_text()) if state.exists() else {}
     rebuild_all = _upgrade_layout(lake, settings)

@@ -458,6 +458,24 @@ def test_a_sleep_log_that_grows_past_midnight_moves_to_the_day_it_now_ends(spark
     assert gold_by_day() == {20160412: one_log(evening + night)}
 
 
+def test_gold_before_any_record_says_where_to_start(spark, base_settings, tmp_path):
+    """A pipeline job run on a fresh lake before the producer: bronze and silver take nothing, and gold
+    says that the CSVs have to be sent first (not "run 03_silver", which has just run)."""
+    from fitbit_lakehouse.gold import NothingToBuild, run_gold
+    from fitbit_lakehouse.tables import Lake
+
+    settings = base_settings.with_overrides(**{"paths.lake_dir": str(tmp_path / "lake")})
+    message = (f"No Fitbit record in {tmp_path / 'lake'} yet: bronze has received none from the topic "
+               f"{settings.events_topic}. Send the CSVs first (make run, or the fitbit_producer job), then bronze "
+               f"and silver.")
+    with pytest.raises(NothingToBuild) as failure:
+        run_gold(spark, settings)
+    assert str(failure.value) == message
+    Lake(spark, settings).append(spark.createDataFrame([], "value string"), "bronze", "events")
+    with pytest.raises(NothingToBuild, match="^No Fitbit record in .* yet: bronze has received none"):
+        run_gold(spark, settings)
+
+
 def test_two_sleep_day_rows_on_one_day_keep_the_newer(spark):
     # the one received later has the earlier time of day and the smaller figures: only when it was
     # received picks it
