@@ -319,6 +319,15 @@ def run_notebooks(settings: Settings, notebooks_dir: Path | None = None, out_dir
                       out_dir or notebooks_dir / "_executed")
 
 
+def _synthetic_allowed(settings: Settings, widgets: dict | None) -> bool:
+    """Whether an empty raw folder means the synthetic data set: the job's `synthetic` widget decides
+    where there is one (the producer job: never unless asked), else conf."""
+    from .params import typed_like
+
+    asked = typed_like((widgets or {}).get("synthetic", ""), None)
+    return settings.get("producer.synthetic_when_empty") if asked is None else bool(asked)
+
+
 def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path) -> None:
     """Notebooks headless, in order, in one Jupyter kernel (one Python process, one Spark application),
     with a broker for the run; one line per notebook, then where the results are."""
@@ -372,7 +381,7 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
                 if scan.outside:
                     print(f"Refused: {len(scan.outside)} link(s) out of the raw folder, not read (e.g. "
                           f"{scan.outside[0].name} -> {scan.outside[0].resolve()}): copy them in", flush=True)
-            elif settings.get("producer.synthetic_when_empty"):
+            elif _synthetic_allowed(settings, runs[0].widgets):
                 print(f"No Fitbit CSV in {settings.raw_dir}: this run uses a synthetic data set in the Kaggle "
                       f"schema (set FITBIT_RAW_DIR to use real data)", flush=True)
         for run in runs:
