@@ -675,11 +675,30 @@ def run_params(settings: Settings) -> dict:
             "raw_dir": str(settings.raw_dir), "lake_dir": str(settings.lake_dir)}
 
 
+def require_tracking_server(settings: Settings) -> None:
+    """An MLflow server that does not answer at an http(s) tracking URI: one line now, rather than
+    MLflow's retries for minutes at the end of a run."""
+    from urllib.parse import urlsplit
+
+    from .config import ConfigError, masked
+    from .kafka_broker import port_open
+
+    uri = settings.mlflow_tracking_uri
+    where = urlsplit(uri)
+    if where.scheme not in ("http", "https") or not where.hostname:
+        return
+    port = where.port or (443 if where.scheme == "https" else 80)
+    if not port_open(where.hostname, port, timeout=float(settings.get("mlflow.connect_timeout_s"))):
+        raise ConfigError(f"No MLflow tracking server answers at {masked(uri)} (MLFLOW_TRACKING_URI): start it, "
+                          f"or unset MLFLOW_TRACKING_URI to keep the runs in the SQLite store under the lake.")
+
+
 def start_experiment(settings: Settings) -> None:
     """Tracking and registry URIs, and the experiment (created with its artifacts beside the tracking
     store under the lake, not in the working directory)."""
     import mlflow
 
+    require_tracking_server(settings)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.get("mlflow.registry_uri") or settings.mlflow_tracking_uri)
     name = settings.get("mlflow.experiment")

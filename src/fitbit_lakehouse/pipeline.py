@@ -343,6 +343,10 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
 
     if any(run.path.stem == NOTEBOOKS[0] and run.widgets is None for run in runs):
         require_raw_dir(settings)   # make run on a mistyped FITBIT_RAW_DIR: said before anything starts
+    if any(run.path.stem == NOTEBOOKS[-1] for run in runs):
+        from .insights import require_tracking_server
+
+        require_tracking_server(settings)
     with write_errors_said(settings, "the run"):
         settings.reports_dir.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)

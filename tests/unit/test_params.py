@@ -363,3 +363,37 @@ def test_a_lake_sent_into_before_it_kept_its_data_set_is_told_by_its_synthetic_f
     generate(local.synthetic_dir, users=1, days=1, seed=3, heart_rate_users=0)
     with pytest.raises(MixedDataSets, match="holds the synthetic data set of an earlier run"):
         resolve_raw_dir(local)
+
+
+def test_an_mlflow_server_that_does_not_answer_is_one_line_before_the_run_starts(
+        tmp_path, monkeypatch, capsys, cli_signals):
+    """MLFLOW_TRACKING_URI at a server that is down: MLflow would retry for minutes at the end of the run;
+    the run says it in one line before a broker or Spark starts. A server that answers, and the SQLite
+    store, pass."""
+    import socket
+
+    from fitbit_lakehouse import __main__ as cli
+    from fitbit_lakehouse import kafka_broker
+    from fitbit_lakehouse.config import ConfigError
+    from fitbit_lakehouse.insights import require_tracking_server
+
+    down = f"http://localhost:{kafka_broker.free_port()}"
+    with pytest.raises(ConfigError) as failure:
+        require_tracking_server(settings(**{"mlflow.tracking_uri": down, "mlflow.connect_timeout_s": 1}))
+    assert str(failure.value) == (f"No MLflow tracking server answers at {down} (MLFLOW_TRACKING_URI): start it, or "
+                                  f"unset MLFLOW_TRACKING_URI to keep the runs in the SQLite store under the lake.")
+    with socket.create_server(("localhost", 0)) as server:
+        require_tracking_server(settings(**{"mlflow.tracking_uri": f"http://localhost:{server.getsockname()[1]}"}))
+    require_tracking_server(settings(**{"mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}))
+
+    def no_broker(*args, **kwargs):
+        raise AssertionError("a broker was started for a run whose MLflow server is down")
+
+    monkeypatch.setattr(kafka_broker, "ensure_broker", no_broker)
+    (tmp_path / "raw").mkdir()
+    monkeypatch.setenv("FITBIT_RAW_DIR", str(tmp_path / "raw"))
+    monkeypatch.setenv("FITBIT_LAKE_DIR", str(tmp_path / "lake"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", down)
+    assert cli.main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No MLflow tracking server answers at" in err, err
