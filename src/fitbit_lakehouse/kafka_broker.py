@@ -113,19 +113,27 @@ def kafka_probe(bootstrap: str, timeout_s: float, **security) -> Exception | Non
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    client_log = logging.getLogger("kafka")
+    level = client_log.level
+    # the caller says in one line what a failed probe means; the client's own ERROR lines (an HTTP
+    # server's reply, a timed-out bootstrap) would come before it
+    client_log.setLevel(logging.CRITICAL + 1)
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fitbit-healthcheck",
-                                 request_timeout_ms=int(timeout_s * 1000),
-                                 bootstrap_timeout_ms=int(timeout_s * 1000), **security)
-    except (KafkaError, OSError, ValueError) as exc:
-        return exc
-    try:
-        admin.list_topics()
-        return None
-    except (KafkaError, OSError) as exc:
-        return exc
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fitbit-healthcheck",
+                                     request_timeout_ms=int(timeout_s * 1000),
+                                     bootstrap_timeout_ms=int(timeout_s * 1000), **security)
+        except (KafkaError, OSError, ValueError) as exc:
+            return exc
+        try:
+            admin.list_topics()
+            return None
+        except (KafkaError, OSError) as exc:
+            return exc
+        finally:
+            admin.close()
     finally:
-        admin.close()
+        client_log.setLevel(level)
 
 
 def _command_line(pid: int) -> str:

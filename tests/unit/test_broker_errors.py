@@ -27,7 +27,7 @@ def test_unreachable_remote_broker_fails_fast_with_advice(base_settings):
     assert "KAFKA_BOOTSTRAP_SERVERS" in message
 
 
-def test_port_taken_by_something_else_is_named(base_settings):
+def test_port_taken_by_something_else_is_named(base_settings, caplog):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -48,6 +48,8 @@ def test_port_taken_by_something_else_is_named(base_settings):
             # a short probe: garbage never turns into Kafka, however long it is waited for
             ensure_broker(_settings(base_settings, f"localhost:{port}", **{"kafka.probe_timeout_s": 2}))
         assert f"Port {port}" in str(err.value) and "not Kafka" in str(err.value) and "\n" not in str(err.value)
+        # that line alone: the Kafka client's own errors about the garbage (Bootstrap failed, ...) stay out
+        assert not [r.getMessage() for r in caplog.records if r.name.startswith("kafka")]
     finally:
         server.close()
 
