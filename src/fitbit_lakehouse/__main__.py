@@ -11,6 +11,15 @@ import time
 from datetime import date
 
 
+def _elsewhere(settings) -> str:
+    """The other lakes' brokers this project started on the lake's port (FITBIT_LAKE_DIR set otherwise)."""
+    from .kafka_broker import LocalBroker, project_brokers_on
+
+    homes = [str(h) for h in project_brokers_on(LocalBroker(settings).port)]
+    return (f"; port {LocalBroker(settings).port} has the broker started for another lake (its files in {homes[0]}): "
+            f"stop it with that lake's FITBIT_LAKE_DIR") if homes else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fitbit_lakehouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -267,10 +276,10 @@ def _dispatch(args, settings) -> int:
             where = "started" if handle.started_here else "already answering"
             print(f"Kafka {where} at {handle.bootstrap_servers}")
         elif args.action == "down":
-            print("stopped" if stop_local_broker(settings) else "no local broker was running")
+            print("stopped" if stop_local_broker(settings) else f"no local broker of this lake was running{_elsewhere(settings)}")
         else:
             pid = LocalBroker(settings).running_pid()
-            print(f"local broker pid {pid}" if pid else "no local broker running")
+            print(f"local broker pid {pid}" if pid else f"no local broker of this lake running{_elsewhere(settings)}")
     return 0
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -475,6 +476,8 @@ def ensure_broker(settings: Settings) -> BrokerHandle:
         security = client_options(settings)
         failure = kafka_probe(bootstrap, timeout_s, **security)
         if failure is None:
+            if host in LOCAL_HOSTS:
+                refuse_another_lakes_topic(settings, port)
             return BrokerHandle(bootstrap, started_here=False)
         if security["security_protocol"] != "PLAINTEXT":
             from .secrets import where
@@ -497,6 +500,54 @@ def ensure_broker(settings: Settings) -> BrokerHandle:
     pid = broker.start()
     ensure_topics(settings)
     return BrokerHandle(bootstrap, started_here=True, pid=pid)
+
+
+def project_brokers_on(port: int) -> list[Path]:
+    """The folders (config, data, pid file) of the brokers this project started that listen on the port,
+    found by the server.properties their command line names (Linux's /proc; elsewhere none are found)."""
+    listening = re.compile(rf"^listeners=PLAINTEXT://[^,]*:{port}(,|$)", re.MULTILINE)
+    homes = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kafka.Kafka" not in args:
+            continue
+        for config in (Path(a.decode(errors="replace")) for a in args if a.endswith(b"/server.properties")):
+            try:
+                if listening.search(config.read_text()):
+                    homes.append(config.parent)
+            except OSError:
+                pass
+    return homes
+
+
+def refuse_another_lakes_topic(settings: Settings, port: int) -> None:
+    """A fresh lake must not take the events topic of the broker this project started for another lake
+    (left running by `make kafka-up`, `make stream`, ...): its producer would send into that lake's topic
+    and its bronze read that lake's events. A lake that has already sent or read goes on."""
+    own = LocalBroker(settings)
+    if own.running_pid() is not None or (settings.lake_dir / "_producer").is_dir() \
+            or (settings.checkpoints_dir / "bronze").is_dir():
+        return
+    others = [home for home in project_brokers_on(port) if home.resolve() != own.home.resolve()]
+    if not others:
+        return
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="fitbit-admin",
+                             **client_options(settings))
+    try:
+        taken = settings.events_topic in admin.list_topics()
+    finally:
+        admin.close()
+    if taken:
+        raise BrokerError(
+            f"The broker at {settings.bootstrap_servers} is the one this project started for another lake (its "
+            f"files in {others[0]}), and its topic {settings.events_topic} is that lake's: stop it first "
+            f"(make kafka-down with that lake's FITBIT_LAKE_DIR), or give this lake a broker of its own "
+            f"(KAFKA_BOOTSTRAP_SERVERS=localhost:<free port>).")
 
 
 def stop_local_broker(settings: Settings) -> bool:
