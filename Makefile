@@ -28,6 +28,10 @@ help:
 	@echo "make kafka-up    start the local Kafka broker / make kafka-down stops it"
 	@echo "make spark-up    keep one Spark JVM up that runs and notebooks attach to (faster runs) / make spark-down"
 	@echo "make cluster-up  a Spark standalone cluster (master + 2 workers) and a 3-node Kafka cluster / cluster-down"
+	@echo "make alerts      print the goal alerts as they arrive on the alerts topic"
+	@echo "make export      gold as Parquet and CSV extracts for BI tools (<lake>/reports/bi)"
+	@echo "make setup       what make run and make test install first: venv, Java check, Maven jars"
+	@echo "make test-unit / test-e2e / test-cluster   a part of the tests"
 	@echo "make bench       benchmarks -> docs/benchmarks.md"
 
 $(STAMP): requirements.lock pyproject.toml
@@ -128,6 +132,7 @@ clean:
 	rm -rf notebooks/_executed .pytest_cache
 
 # deletes the lake at FITBIT_LAKE_DIR (tables, checkpoints, ledger, the local broker's topic data,
-# reports, MLflow's store), after stopping the broker it started; the raw CSVs stay
+# reports, MLflow's store, the user-key secret generated for it), after stopping the broker it started;
+# the raw CSVs stay
 clean-lake: $(STAMP)
 	$(PY) -m fitbit_lakehouse clean-lake

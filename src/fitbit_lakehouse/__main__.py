@@ -15,9 +15,10 @@ def _elsewhere(settings) -> str:
     """The other lakes' brokers this project started on the lake's port (FITBIT_LAKE_DIR set otherwise)."""
     from .kafka_broker import LocalBroker, project_brokers_on
 
-    homes = [str(h) for h in project_brokers_on(LocalBroker(settings).port)]
-    return (f"; port {LocalBroker(settings).port} has the broker started for another lake (its files in {homes[0]}): "
-            f"stop it with that lake's FITBIT_LAKE_DIR") if homes else ""
+    port = LocalBroker(settings).port
+    homes = project_brokers_on(port)
+    return (f"; port {port} has the broker started for another lake (its files in {homes[0]}): stop it with that "
+            f"lake's FITBIT_LAKE_DIR") if homes else ""
 
 
 def main(argv: list[str] | None = None) -> int:
