@@ -476,8 +476,6 @@ def ensure_broker(settings: Settings) -> BrokerHandle:
         security = client_options(settings)
         failure = kafka_probe(bootstrap, timeout_s, **security)
         if failure is None:
-            if host in LOCAL_HOSTS:
-                refuse_another_lakes_topic(settings, port)
             return BrokerHandle(bootstrap, started_here=False)
         if security["security_protocol"] != "PLAINTEXT":
             from .secrets import where
@@ -523,10 +521,14 @@ def project_brokers_on(port: int) -> list[Path]:
     return homes
 
 
-def refuse_another_lakes_topic(settings: Settings, port: int) -> None:
-    """A fresh lake must not take the events topic of the broker this project started for another lake
-    (left running by `make kafka-up`, `make stream`, ...): its producer would send into that lake's topic
-    and its bronze read that lake's events. A lake that has already sent or read goes on."""
+def refuse_another_lakes_topic(settings: Settings) -> None:
+    """A fresh lake must not send into the events topic of the broker this project started for another
+    lake (left running by `make kafka-up`, `make stream`, ...): that lake would take its rows, and its own
+    bronze that lake's. A lake that has already sent or read goes on, and so does a bronze that reads
+    a topic on purpose (a new lake built from another's stream)."""
+    host, port = parse_bootstrap(settings.bootstrap_servers)
+    if host not in LOCAL_HOSTS or "," in settings.bootstrap_servers:
+        return
     own = LocalBroker(settings)
     if own.running_pid() is not None or (settings.lake_dir / "_producer").is_dir() \
             or (settings.checkpoints_dir / "bronze").is_dir():

@@ -192,13 +192,14 @@ def _timed_report(settings: Settings, step: str, started: float, payload: dict) 
 
 def produce_step(settings: Settings, file_filter: str | None = None, limit: int | None = None,
                  speed: float | None = None, replay: bool = False, synthetic: bool | None = None) -> dict:
-    from .kafka_broker import ensure_broker, ensure_topics
+    from .kafka_broker import ensure_broker, ensure_topics, refuse_another_lakes_topic
     from .produce import produce_from_settings, require_raw_dir
 
     started = time.monotonic()
     require_raw_dir(settings, synthetic)   # before a broker is started for nothing
     with writing(settings, "produce"):
-        ensure_broker(settings)
+        if not ensure_broker(settings).started_here:
+            refuse_another_lakes_topic(settings)
         topic_ids = ensure_topics(settings)
         summary = produce_from_settings(settings, file_filter=file_filter, limit=limit, speed=speed,
                                         replay=replay, topic_id=topic_ids.get(settings.events_topic),

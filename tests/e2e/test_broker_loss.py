@@ -133,23 +133,36 @@ def test_broker_killed_mid_produce_and_mid_bronze_loses_and_doubles_nothing(own_
     assert all(r["holds"] for r in report)
 
 
-def test_a_fresh_lake_does_not_take_the_topic_of_another_lakes_broker(own_broker, test_root):
+def test_a_fresh_lake_does_not_send_into_the_topic_of_another_lakes_broker(own_broker, test_root):
     """This module's lake has its broker up and its events in the topic. A second lake on the same
-    address (FITBIT_LAKE_DIR changed, the broker left running) would send into that topic and read that
-    lake's events: one line instead. A topic of its own on that broker, or the broker's own lake, go on."""
-    from fitbit_lakehouse.kafka_broker import BrokerError
+    address (FITBIT_LAKE_DIR changed, the broker left running) would send into that topic, which the
+    first lake reads: one line instead, nothing sent. A topic of its own on that broker goes on, and so
+    does a bronze that reads the topic on purpose (a new lake built from another's stream)."""
+    from fitbit_lakehouse.kafka_broker import BrokerError, refuse_another_lakes_topic
 
     another = own_broker.with_overrides(**{"paths.lake_dir": str(test_root / "another_lake")})
+    messages = _topic_size(own_broker)
     with pytest.raises(BrokerError) as failure:
-        ensure_broker(another)
+        pipeline.produce_step(another)
     assert str(failure.value) == (
         f"The broker at {own_broker.bootstrap_servers} is the one this project started for another lake (its files "
         f"in {LocalBroker(own_broker).home}), and its topic e2e_broker_loss is that lake's: stop it first "
         f"(make kafka-down with that lake's FITBIT_LAKE_DIR), or give this lake a broker of its own "
         f"(KAFKA_BOOTSTRAP_SERVERS=localhost:<free port>).")
-    assert not (test_root / "another_lake").exists()
-    ensure_broker(another.with_overrides(**{"kafka.events_topic": "e2e_another_lake"}))
-    assert not ensure_broker(own_broker).started_here
+    assert _topic_size(own_broker) == messages and not (another.lake_dir / "_producer").exists()
+    refuse_another_lakes_topic(another.with_overrides(**{"kafka.events_topic": "e2e_another_lake"}))
+    assert not ensure_broker(another).started_here   # bronze's way in: the broker, as it is
+
+
+def _topic_size(settings) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        parts = [TopicPartition(settings.events_topic, p) for p in consumer.partitions_for_topic(settings.events_topic)]
+        return sum(consumer.end_offsets(parts).values())
+    finally:
+        consumer.close()
 
 
 def test_clean_lake_stops_the_lakes_broker_and_deletes_its_topics_with_the_lake(own_broker):
