@@ -324,9 +324,9 @@ def _synthetic_allowed(settings: Settings, widgets: dict | None) -> bool:
     """Whether an empty raw folder means the synthetic data set: the job's `synthetic` widget decides
     where there is one (the producer job: never unless asked), else conf."""
     from .params import typed_like
+    from .produce import synthetic_allowed
 
-    asked = typed_like((widgets or {}).get("synthetic", ""), None)
-    return settings.get("producer.synthetic_when_empty") if asked is None else bool(asked)
+    return synthetic_allowed(settings, typed_like((widgets or {}).get("synthetic", ""), None))
 
 
 def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path) -> None:

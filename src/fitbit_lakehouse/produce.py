@@ -380,12 +380,18 @@ class MixedDataSets(NoInput):
     gold would mix the two without a word."""
 
 
-def require_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> None:
+def synthetic_allowed(settings: Settings, asked: bool | None = None) -> bool:
+    """Whether a raw folder without a Fitbit CSV means the synthetic data set: as asked (a job's
+    `synthetic` parameter), else as conf says."""
+    return bool(settings.get("producer.synthetic_when_empty") if asked is None else asked)
+
+
+def require_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> SourceScan:
     """A raw folder that does not exist (or is a file) is a mistyped path, one that holds a zip but no
     CSV the Kaggle download not unzipped, one whose CSVs all have other names renamed files, and one
     whose Fitbit CSVs all link out of it refused input: not "no data" but an error, unless the
     synthetic data set was asked for by name (synthetic_when_empty given). Either way, the data set
-    must be the one the lake was built on."""
+    must be the one the lake was built on. Returns the raw folder's scan."""
     raw_dir = settings.raw_dir
     if synthetic_when_empty is None and not raw_dir.is_dir():
         raise NoInput(f"The raw folder {raw_dir} " + ("is a file, not a folder: set FITBIT_RAW_DIR (or the raw_dir "
@@ -407,9 +413,9 @@ def require_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None
             raise NoInput(f"{raw_dir} holds {len(scan.unknown)} CSV file(s) but none named as a Fitbit file "
                           f"(e.g. {scan.unknown[0].name}): the Kaggle files are named like dailyActivity_merged.csv; "
                           f"give them their Kaggle names, or point FITBIT_RAW_DIR at the folder of the Kaggle files.")
-    if scan.files or (settings.get("producer.synthetic_when_empty") if synthetic_when_empty is None
-                      else synthetic_when_empty):   # else no data set at all: resolve_raw_dir says so
+    if scan.files or synthetic_allowed(settings, synthetic_when_empty):   # else no data: resolve_raw_dir says so
         LakeDataSet(settings).require(synthetic=not scan.files, raw_dir=raw_dir)
+    return scan
 
 
 class LakeDataSet:
@@ -457,12 +463,9 @@ class LakeDataSet:
 
 def resolve_raw_dir(settings: Settings, synthetic_when_empty: bool | None = None) -> tuple[Path, bool]:
     """FITBIT_RAW_DIR when it holds a Fitbit CSV, else (where allowed) a synthetic data set generated once."""
-    require_raw_dir(settings, synthetic_when_empty)
-    if scan_sources(settings.raw_dir).files:
+    if require_raw_dir(settings, synthetic_when_empty).files:
         return settings.raw_dir, False
-    if synthetic_when_empty is None:
-        synthetic_when_empty = settings.get("producer.synthetic_when_empty")
-    if not synthetic_when_empty:
+    if not synthetic_allowed(settings, synthetic_when_empty):
         raise NoInput(f"No Fitbit CSV in {settings.raw_dir}: upload the Kaggle files there, or set the job "
                       f"parameter synthetic=true to replay a synthetic data set instead.")
     from . import synthetic
