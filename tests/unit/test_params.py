@@ -198,15 +198,21 @@ def test_a_raw_folder_that_does_not_exist_is_an_error_not_the_synthetic_data(tmp
     assert resolve_raw_dir(local, synthetic_when_empty=True)[1]
 
 
-def test_make_run_and_produce_on_a_raw_folder_that_does_not_exist_stop_before_starting_anything(
-        tmp_path, monkeypatch, capsys, cli_signals):
-    from fitbit_lakehouse import __main__ as cli
+def _no_broker_may_start(monkeypatch) -> None:
+    """The run must stop before it starts a broker: starting one fails the test."""
     from fitbit_lakehouse import kafka_broker
 
     def no_broker(*args, **kwargs):
-        raise AssertionError("a broker was started for a run that cannot read its input")
+        raise AssertionError("a broker was started for a run that should have stopped before")
 
     monkeypatch.setattr(kafka_broker, "ensure_broker", no_broker)
+
+
+def test_make_run_and_produce_on_a_raw_folder_that_does_not_exist_stop_before_starting_anything(
+        tmp_path, monkeypatch, capsys, cli_signals):
+    from fitbit_lakehouse import __main__ as cli
+
+    _no_broker_may_start(monkeypatch)
     monkeypatch.setenv("FITBIT_RAW_DIR", str(tmp_path / "typo"))
     monkeypatch.setenv("FITBIT_LAKE_DIR", str(tmp_path / "lake"))
     for command in (["run"], ["produce"]):
@@ -309,7 +315,6 @@ def test_a_lake_of_one_data_set_refuses_the_other(tmp_path, monkeypatch, capsys,
     files unzipped afterwards would be mixed with it in gold without a word. Either way round: one line
     that says what to do, before a broker starts."""
     from fitbit_lakehouse import __main__ as cli
-    from fitbit_lakehouse import kafka_broker
     from fitbit_lakehouse.produce import LakeDataSet, MixedDataSets, resolve_raw_dir
 
     raw, lake = tmp_path / "raw", tmp_path / "lake"
@@ -326,10 +331,7 @@ def test_a_lake_of_one_data_set_refuses_the_other(tmp_path, monkeypatch, capsys,
                                   f"would be mixed with it in gold. Start a fresh lake for them: `make clean-lake` "
                                   f"(deletes the tables, keeps the CSVs), or set FITBIT_LAKE_DIR to a new folder.")
 
-    def no_broker(*args, **kwargs):
-        raise AssertionError("a broker was started for a run that would mix two data sets")
-
-    monkeypatch.setattr(kafka_broker, "ensure_broker", no_broker)
+    _no_broker_may_start(monkeypatch)
     monkeypatch.setenv("FITBIT_RAW_DIR", str(raw))
     monkeypatch.setenv("FITBIT_LAKE_DIR", str(lake))
     for command in (["run"], ["produce"]):
@@ -386,10 +388,7 @@ def test_an_mlflow_server_that_does_not_answer_is_one_line_before_the_run_starts
         require_tracking_server(settings(**{"mlflow.tracking_uri": f"http://localhost:{server.getsockname()[1]}"}))
     require_tracking_server(settings(**{"mlflow.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}))
 
-    def no_broker(*args, **kwargs):
-        raise AssertionError("a broker was started for a run whose MLflow server is down")
-
-    monkeypatch.setattr(kafka_broker, "ensure_broker", no_broker)
+    _no_broker_may_start(monkeypatch)
     (tmp_path / "raw").mkdir()
     monkeypatch.setenv("FITBIT_RAW_DIR", str(tmp_path / "raw"))
     monkeypatch.setenv("FITBIT_LAKE_DIR", str(tmp_path / "lake"))
