@@ -56,11 +56,77 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict:
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
+    parts = dotted.split(".")
+    for depth in range(1, len(parts)):   # below an open map the rest is one key: spark.conf.spark.sql.x
+        if _is_open(".".join(parts[:depth])):
+            parts = [*parts[:depth], ".".join(parts[depth:])]
+            break
+    *parents, leaf = parts
     node = tree
     for part in parents:
         node = node.setdefault(part, {})
-    node[leaf] = value
+    if isinstance(value, Mapping) and isinstance(node.get(leaf), Mapping):
+        node[leaf] = deep_merge(node[leaf], value)   # {"kpi.activity": {"steps_goal": 8000}} keeps the weights
+    else:
+        node[leaf] = value
+
+
+# Maps whose keys are the user's own (Spark's and Delta's settings, topic configs, a rule's limits):
+# any key is taken below them. Everywhere else a key conf/ does not have is a typo.
+OPEN_MAPS = ("spark.conf", "kafka.topic_config", "stream.settings", "stream.delta_conf", "validation.rules.*")
+
+
+def _dotted_keys(tree: Mapping, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if isinstance(value, Mapping):
+            keys.extend(_dotted_keys(value, f"{dotted}."))
+    return keys
+
+
+def _is_open(dotted: str) -> bool:
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(dotted, pattern) for pattern in OPEN_MAPS)
+
+
+def _flat(dotted: str, value: Any) -> list[str]:
+    if isinstance(value, Mapping) and value and not _is_open(dotted):
+        return [key for k, v in value.items() for key in _flat(f"{dotted}.{k}", v)]
+    return [dotted]
+
+
+def unknown_settings(known: Mapping, dotted_values: Mapping[str, Any]) -> list[str]:
+    """The keys of dotted_values (dotted, or nested in their mapping values) that name no setting of
+    `known`, each cut after its first unknown part."""
+    unknown = []
+    for dotted in (key for k, v in dotted_values.items() for key in _flat(str(k), v)):
+        node: Any = known
+        path: list[str] = []
+        for part in dotted.split("."):
+            if path and _is_open(".".join(path)):
+                break
+            path.append(part)
+            if not isinstance(node, Mapping) or part not in node:
+                if ".".join(path) not in unknown:
+                    unknown.append(".".join(path))
+                break
+            node = node[part]
+    return unknown
+
+
+def _refuse_unknown(known: Mapping, dotted_values: Mapping[str, Any], where: str) -> None:
+    from difflib import get_close_matches
+
+    unknown = unknown_settings(known, dotted_values)
+    if unknown:
+        first = unknown[0]
+        close = get_close_matches(first, _dotted_keys(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else "; conf/base.yml lists every setting"
+        more = f" (and {len(unknown) - 1} more: {', '.join(unknown[1:4])})" if len(unknown) > 1 else ""
+        raise ConfigError(f"{where}: {first} is not a setting{hint}{more}")
 
 
 # environment variable, the levels it takes (Python's logging; Spark's log4j), its default
@@ -136,6 +202,7 @@ class Settings:
 
     def with_overrides(self, **dotted_values: Any) -> "Settings":
         """A copy with settings replaced, e.g. notebook parameters: {"paths.raw_dir": "..."}."""
+        _refuse_unknown(self.raw, dotted_values, "a setting given over conf/ (a parameter, stream.settings)")
         tree = copy.deepcopy(self.raw)
         for dotted, value in dotted_values.items():
             if value not in (None, ""):
@@ -170,12 +237,16 @@ def load_settings(env: str | None = None, conf_dir: Path | None = None,
         known = sorted(p.stem for p in conf_dir.glob("*.yml") if p.stem != "base")
         raise ConfigError(f"FITBIT_ENV={env}: there is no {env_file}; use one of {', '.join(known)}")
     if env_file.is_file():
-        tree = deep_merge(tree, yaml.safe_load(env_file.read_text()) or {})
+        over = yaml.safe_load(env_file.read_text()) or {}
+        _refuse_unknown(tree, over, f"{env_file}")
+        tree = deep_merge(tree, over)
     for var, dotted in ENV_OVERRIDES.items():
         if environ.get(var):
             _set_dotted(tree, dotted, environ[var])
     # any other setting, as YAML/JSON of dotted keys: FITBIT_SETTINGS='{"silver.max_files_per_trigger": 1}'
-    for dotted, value in _extra_settings(environ.get("FITBIT_SETTINGS") or "{}").items():
+    extra = _extra_settings(environ.get("FITBIT_SETTINGS") or "{}")
+    _refuse_unknown(tree, extra, "FITBIT_SETTINGS")
+    for dotted, value in extra.items():
         _set_dotted(tree, dotted, value)
     for var, levels, default in LOG_LEVELS:   # a typo here would surface deep in a step, as a traceback
         if (environ.get(var) or default).lower() not in levels:

@@ -181,15 +181,15 @@ def test_load_settings_keyword_overrides():
 def test_with_overrides_ignores_empty_values():
     s = load_settings(env="local", conf_dir=CONF, environ={"FITBIT_LAKE_DIR": "/lake"})
     t = s.with_overrides(**{"paths.lake_dir": "", "paths.raw_dir": None, "kafka.bootstrap_servers": "h:1",
-                            "spark.shuffle_partitions": 0, "new.nested.key": "v"})
+                            "spark.shuffle_partitions": 0, "spark.conf.spark.sql.ansi.enabled": "v"})
     assert t.lake_dir == Path("/lake")
     assert t.get("paths.raw_dir") == "data/raw"
     assert t.bootstrap_servers == "h:1"
     assert t.get("spark.shuffle_partitions") == 0          # a falsy non-empty value still applies
-    assert t.get("new.nested.key") == "v"
+    assert t.get("spark.conf")["spark.sql.ansi.enabled"] == "v"   # Spark's own settings: any key
     # the original is untouched
     assert s.bootstrap_servers == "localhost:9092" and s.get("spark.shuffle_partitions") == 4
-    assert s.get("new.nested.key") is None
+    assert "spark.sql.ansi.enabled" not in s.get("spark.conf")
 
 
 def test_load_settings_fitbit_settings_variable():
@@ -201,6 +201,57 @@ def test_load_settings_fitbit_settings_variable():
     # keyword overrides come last
     s = load_settings(env="local", conf_dir=CONF, environ=environ, **{"kpi.activity.steps_goal": 9000})
     assert s.get("kpi.activity.steps_goal") == 9000
+
+
+@pytest.mark.parametrize("settings, says", [
+    ({"silver.max_file_per_trigger": 1}, "silver.max_file_per_trigger is not a setting; did you mean "
+                                         "silver.max_files_per_trigger?"),
+    ({"silvr.max_files_per_trigger": 1}, "silvr is not a setting; did you mean silver?"),
+    ({"kpi.activity": {"steps_goal": 8000, "stps_weight": 1}}, "kpi.activity.stps_weight is not a setting"),
+    ({"kpi.activity.steps_goal.daily": 1}, "kpi.activity.steps_goal.daily is not a setting"),
+    ({"validation.rules.negative_values.enabled": False}, "validation.rules.negative_values is not a setting; "
+                                                          "did you mean validation.rules.negative_value?"),
+    ({"zzz": 1, "kpi.zzz": 2}, "zzz is not a setting; conf/base.yml lists every setting \\(and 1 more: kpi.zzz\\)"),
+])
+def test_a_misspelled_setting_is_one_line_that_names_the_setting_meant(settings, says):
+    """A typo in FITBIT_SETTINGS used to be taken silently: the run went on with the default."""
+    import json
+
+    from fitbit_lakehouse.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^FITBIT_SETTINGS: {says}") as failure:
+        load_settings(env="local", conf_dir=CONF, environ={"FITBIT_SETTINGS": json.dumps(settings)})
+    assert "\n" not in str(failure.value)
+
+
+def test_settings_under_maps_of_the_users_own_keys_are_taken(tmp_path):
+    """Spark's and Delta's settings, topic configs, a stream's bounds and a rule's limits are open maps;
+    a mapping value merges into its setting instead of replacing it; conf/<env>.yml is checked as well."""
+    import json
+    import shutil
+
+    from fitbit_lakehouse.config import ConfigError
+
+    environ = {"FITBIT_SETTINGS": json.dumps({
+        "spark.conf": {"spark.sql.ansi.enabled": "false"}, "kafka.topic_config.segment.bytes": 1048576,
+        "validation.rules.negative_value.enabled": False, "stream.settings": {"silver.max_files_per_trigger": 2},
+        "kpi.activity": {"steps_goal": 8000}})}
+    s = load_settings(env="local", conf_dir=CONF, environ=environ)
+    assert s.get("spark.conf")["spark.sql.ansi.enabled"] == "false"
+    assert s.get("spark.conf")["spark.databricks.delta.snapshotPartitions"] == 2   # merged, not replaced
+    assert s.get("kafka.topic_config")["segment.bytes"] == 1048576
+    assert s.get("validation.rules.negative_value.enabled") is False
+    assert s.get("kpi.activity") == {**load_settings(env="local", conf_dir=CONF, environ={}).get("kpi.activity"),
+                                     "steps_goal": 8000}
+    with pytest.raises(ConfigError, match="is not a setting; did you mean silver.max_files_per_trigger"):
+        s.with_overrides(**{"silver.max_file_per_trigger": 2})   # stream.settings and parameters go this way
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "local.yml").write_text("storage:\n  kind: path\nproducer:\n  sped: 2\n")
+    with pytest.raises(ConfigError, match=r"local.yml: producer.sped is not a setting; did you mean producer.speed"):
+        load_settings(env="local", conf_dir=conf, environ={})
+    for env in ("local", "workspace"):   # the project's own env files name only settings
+        load_settings(env=env, conf_dir=CONF, environ={})
 
 
 def test_printed_uris_never_show_a_password():
