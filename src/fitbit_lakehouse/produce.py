@@ -307,7 +307,7 @@ def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: P
             if budget is not None and budget <= 0:
                 break
         if pacing:
-            summary.messages += _send_paced(sender, paced, speed)
+            summary.messages += _send_paced(sender, paced, speed, settings.get("producer.progress_every_s"))
             for done in acknowledged if ledger is not None else ():
                 ledger.record(*done)
     finally:
@@ -343,22 +343,36 @@ def event_time_of(line: bytes, header: str, kind: FileKind) -> datetime:
     return datetime.min
 
 
-def _send_paced(sender: _Sender, rows: list, speed: float) -> int:
+def _send_paced(sender: _Sender, rows: list, speed: float, progress_every_s: float = 0) -> int:
     """One row per message, in event-time order, at `speed` seconds of event time per wall second:
     a replay that behaves like a live feed (per-row work is fine at this pace)."""
     timed = sorted(((event_time_of(lines.line(i), lines.header, kind), kind, name, lines, i)
                     for kind, name, lines, i in rows), key=lambda r: r[0])
+    moments = [r[0] for r in timed if r[0] != datetime.min]
+    if moments:   # hours of pacing ahead: say so, then how far it got (progress_every_s)
+        log.info("paced replay: %d rows, event time %s to %s at %gx: about %s of wall time", len(timed),
+                 moments[0], moments[-1], speed, _duration((moments[-1] - moments[0]).total_seconds() / speed))
     start_wall, start_event = time.monotonic(), None
-    for moment, kind, name, lines, i in timed:
+    every, reported = float(progress_every_s or 0), time.monotonic()
+    for sent, (moment, kind, name, lines, i) in enumerate(timed):
         if moment != datetime.min:
             start_event = start_event or moment
             delay = (moment - start_event).total_seconds() / speed - (time.monotonic() - start_wall)
             if delay > 0:
                 sender.producer.flush()
                 time.sleep(delay)
+            if every and time.monotonic() - reported >= every:
+                reported = time.monotonic()
+                log.info("paced replay: %d of %d rows sent, event time %s, about %s left", sent, len(timed),
+                         moment, _duration((moments[-1] - moment).total_seconds() / speed))
         sender.send(kind, name, lines, i, i)
     sender.flush()
     return len(timed)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 \
+        else f"{seconds:.0f} s"
 
 
 class NoInput(RuntimeError):

@@ -164,6 +164,44 @@ def test_produce_sends_lines_as_in_the_file(tmp_path, base_settings):
     assert key == user_key(1503960366, P.user_key_secret(settings)).encode()
 
 
+def test_a_paced_replay_sends_in_event_time_order_and_says_how_far_it_got(tmp_path, base_settings, monkeypatch,
+                                                                          caplog):
+    """produce --speed can pace for hours: it says what lies ahead, then how far it got, every
+    producer.progress_every_s (it used to be silent until the end)."""
+    import logging
+    from datetime import datetime
+
+    raw, sources = _sources(tmp_path)
+    clock = [0.0]   # a wall clock the replay's sleeps advance
+    monkeypatch.setattr(P.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(P.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    fake = FakeProducer()
+    settings = base_settings.with_overrides(**{"producer.progress_every_s": 1})
+    with caplog.at_level(logging.INFO, logger=P.log.name):
+        summary = P.produce(settings, sources, raw, speed=3600, producer=fake)   # an hour of events a second
+
+    def moment(line):
+        try:
+            return datetime.strptime(line.split(",")[1], "%m/%d/%Y %I:%M:%S %p")
+        except (IndexError, ValueError):
+            return datetime.min   # a row without a time goes first
+
+    lines = [line for _, _, line in _sent_lines(fake)]
+    assert len(fake.sent) == summary.messages == len(lines) == 6   # one row per message
+    assert [moment(line) for line in lines] == sorted(moment(line) for line in lines)
+    assert lines[0] == "1624580081,broken"
+    timed = sorted(moment(line) for line in lines if moment(line) != datetime.min)
+    span_s = (timed[-1] - timed[0]).total_seconds() / 3600
+    assert clock[0] == pytest.approx(span_s)   # paced: the wall time is the event time / speed
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0] == (f"paced replay: 6 rows, event time {timed[0]} to {timed[-1]} at 3600x: about "
+                       f"{span_s:.0f} s of wall time")
+    progress = [m for m in said[1:] if "rows sent" in m]
+    assert progress and all(m.startswith("paced replay: ") and " of 6 rows sent, event time " in m
+                            for m in progress)
+    assert len(progress) <= int(span_s) + 1   # at most one a second (progress_every_s)
+
+
 def test_produce_limit(tmp_path, base_settings):
     raw, sources = _sources(tmp_path)
     fake = FakeProducer()
