@@ -10,6 +10,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -159,6 +160,11 @@ def cell_error_line(ename: str, evalue: str) -> str:
     if len(lines) > 1 and lines[0].startswith("An error occurred while calling") and lines[1].startswith(":"):
         return f"{ename}: {lines[1].lstrip(': ')}"
     return f"{ename}: {lines[0]}" if lines else ename or "see the notebook"
+
+
+def counted(count: int, unit: str) -> str:
+    """The unit of a step's line as said of `count`: 1 chart, 2 charts (units are plurals)."""
+    return re.sub(r"^(\S+?)s\b", r"\1", unit) if count == 1 else unit
 
 
 def settings_from_params(**params) -> Settings:
@@ -406,7 +412,8 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
                 nbformat.write(notebook, executed)
             report = settings.reports_dir / f"{run.path.stem.split('_', 1)[-1]}.json"
             summary = json.loads(report.read_text()) if report.exists() else {}
-            records = f"{summary['records']:>12,} {summary.get('unit', '')}" if "records" in summary else ""
+            records = f"{summary['records']:>12,} {counted(summary['records'], summary.get('unit', ''))}" \
+                if "records" in summary else ""
             print(f"{run.name:<12} {records:<36} {time.monotonic() - started:7.1f} s", flush=True)
     except KeyboardInterrupt:
         # the kernel (a session of its own, so Ctrl-C reaches only this process) is stopped below, as a

@@ -140,3 +140,13 @@ def test_sigterm_does_what_ctrl_c_does_whatever_handles_ctrl_c():
             as_ctrl_c(signal.SIGTERM, None)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("count, unit, said", [
+    (1, "charts", "chart"), (4, "charts", "charts"), (1, "charts, kept (gold unchanged)", "chart, kept (gold unchanged)"),
+    (1, "user-days rebuilt", "user-day rebuilt"), (0, "rows sent", "rows sent"), (1, "records landed", "record landed"),
+])
+def test_a_steps_line_says_one_chart_not_one_charts(count, unit, said):
+    from fitbit_lakehouse.pipeline import counted
+
+    assert counted(count, unit) == said
