@@ -351,6 +351,35 @@ def sweep_scratch(root: Path) -> list[Path]:
     return removed
 
 
+# What the JVM prints on its own at start: Spark's launcher always adds the vector incubator module
+JVM_START_NOTICES = (b"WARNING: Using incubator modules",)
+
+
+@contextmanager
+def _jvm_start_notices_dropped():
+    """The JVM started inside writes to this process's stderr (fd 2) for as long as it runs. Started with
+    a pipe there instead, and the pipe copied to the real stderr by a thread, its start-up notice stays
+    off the console; every other line of it passes through as before."""
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    console = os.dup(2)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def copy_lines() -> None:
+        with os.fdopen(read_end, "rb") as pipe, os.fdopen(console, "wb", buffering=0) as out:
+            for line in pipe:   # ends when the JVM (the last writer) ends
+                if not line.startswith(JVM_START_NOTICES):
+                    out.write(line)
+
+    threading.Thread(target=copy_lines, name="jvm-stderr", daemon=True).start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(console, 2)   # the thread's copy of the console stays open until the pipe ends
+
+
 def get_spark(settings: Settings, app_name: str | None = None):
     """The process's SparkSession, created once (later calls return the same one)."""
     from pyspark.sql import SparkSession
@@ -395,7 +424,7 @@ def get_spark(settings: Settings, app_name: str | None = None):
     )
     for key, value in (settings.get("spark.conf") or {}).items():
         builder = builder.config(key, str(value))
-    with _stop_signals_left_to_python():
+    with _stop_signals_left_to_python(), _jvm_start_notices_dropped():
         spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(log_level.upper())
     if _exit_on_ctrl_c and threading.current_thread() is threading.main_thread():

@@ -159,6 +159,5 @@ def test_ctrl_c_of_a_cli_step_ends_it_at_once_in_one_line(base_settings, broker,
     code, output, started = _interrupt_once(["steps", "bronze,silver"], env, lambda _: bronze_log.is_dir(), 120, 30)
     assert started   # its Spark JVM
     assert code == 130, "".join(output)
-    lines = [line for line in output if not line.startswith("WARNING: Using incubator modules")]
-    assert lines == ["interrupted: what was committed is kept, and the next run goes on from there\n"], "".join(output)
+    assert output == ["interrupted: what was committed is kept, and the next run goes on from there\n"], "".join(output)
     assert not [pid for pid in started if _alive(pid)]
