@@ -495,7 +495,7 @@ def _stream(settings: Settings) -> None:
     from .tables import Lake
 
     settings = settings.with_overrides(**(settings.get("stream.settings") or {}))   # a stream's batch bounds
-    ensure_broker(settings)
+    broker = ensure_broker(settings)
     topic_id = ensure_topics(settings).get(settings.events_topic)
     spark = get_spark(settings)
     for key, value in (settings.get("stream.delta_conf") or {}).items():   # auto compaction
@@ -545,6 +545,9 @@ def _stream(settings: Settings) -> None:
             print("Stopping: each query after the micro-batch it is in.", flush=True)
         _stop_between_batches(queries, float(settings.get("stream.stop_wait_s")))
         signal.signal(signal.SIGINT, previous_handler)
+        if broker.started_here:   # a producer in another terminal may still be sending to it
+            print(f"The Kafka broker this stream started is still running at {broker.bootstrap_servers}, with "
+                  f"what was sent: make kafka-down stops it.", flush=True)
 
 
 def stream_status(progress: dict[str, list[dict]], since: dict[str, str] | None = None,
