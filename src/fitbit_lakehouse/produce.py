@@ -154,6 +154,16 @@ class SendLedger:
     def entry(self, name: str) -> dict | None:
         return self._all.get(self.stream, {}).get(name)
 
+    def moved_entry(self, name: str, data: bytes) -> dict | None:
+        """The entry of this very file sent under another name: FITBIT_RAW_DIR moved between a folder and
+        its month folder (or the folder was renamed). Same file name, and the bytes sent are its start."""
+        for other, entry in self._all.get(self.stream, {}).items():
+            sent = entry["sent_bytes"]
+            if (Path(other).name == Path(name).name and other != name and len(data) >= sent
+                    and hashlib.sha256(data[:sent]).hexdigest() == entry["head_sha256"]):
+                return entry
+        return None
+
     def record(self, name: str, stat: os.stat_result, sent_bytes: int, head_sha256: str) -> None:
         self._all.setdefault(self.stream, {})[name] = {
             "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sent_bytes": sent_bytes,
@@ -277,6 +287,12 @@ def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: P
             except OSError as exc:   # stop rather than leave a file out unsaid
                 raise UnreadableFile.of(path, exc.strerror, raw_dir, "The files before it were sent; the next run "
                                                                      "goes on from there") from exc
+            if entry is None and not replay and ledger is not None:
+                entry = ledger.moved_entry(name, data)
+                if entry is not None and entry["sent_bytes"] == len(data):   # all of it sent before
+                    ledger.record(name, stat, len(data), entry["head_sha256"])
+                    summary.skipped_files += 1
+                    continue
             lines = split_lines(data)
             if lines is None or not len(lines):
                 continue

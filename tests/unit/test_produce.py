@@ -232,6 +232,32 @@ def test_rerun_sends_only_what_is_new(tmp_path, base_settings):
     assert len(_sent_lines(replay)) == 8
 
 
+def test_a_raw_folder_given_as_its_month_folder_does_not_send_its_files_again(tmp_path, base_settings):
+    """FITBIT_RAW_DIR moved from a folder to the month folder in it names each file differently; the
+    ledger knows them by their bytes too, so only what was appended since goes."""
+    raw, sources = _sources(tmp_path)
+    P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=FakeProducer())
+    hourly = sources[0][0]
+    month = hourly.parent
+    again = FakeProducer()
+    summary = P.produce(base_settings, [sources[0]], month, speed=0, ledger=_ledger(tmp_path), producer=again)
+    assert again.sent == [] and summary.rows == 0 and summary.skipped_files == 1
+
+    with open(hourly, "ab") as f:
+        f.write(b"1624580081,4/12/2016 1:00:00 AM,9\r\n")
+    appended = FakeProducer()
+    P.produce(base_settings, [sources[0]], month, speed=0, ledger=_ledger(tmp_path), producer=appended)
+    assert [(name, row, line) for name, row, line in _sent_lines(appended)] == \
+        [("hourlySteps_merged.csv", len(HOURLY_ROWS) + 1, "1624580081,4/12/2016 1:00:00 AM,9")]
+
+    other = month.parent / "another month" / "hourlySteps_merged.csv"   # same name, other rows: sent
+    other.parent.mkdir()
+    other.write_text(HOURLY_HEADER + "\r\n1927972279,4/12/2016 12:00:00 AM,5\r\n")
+    fresh = FakeProducer()
+    P.produce(base_settings, [(other, sources[0][1])], month.parent, speed=0, ledger=_ledger(tmp_path), producer=fresh)
+    assert [line for _, _, line in _sent_lines(fresh)] == ["1927972279,4/12/2016 12:00:00 AM,5"]
+
+
 def test_a_file_changed_in_place_is_sent_whole(tmp_path, base_settings):
     raw, sources = _sources(tmp_path)
     P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=FakeProducer())
