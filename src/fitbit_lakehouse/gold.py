@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
+from typing import Any
 
 from pyspark import inheritable_thread_target
 from pyspark.sql import DataFrame
@@ -568,18 +569,33 @@ def _layout_marker(settings: Settings):
 
 
 def _upgrade_layout(lake: Lake, settings: Settings) -> bool:
-    """True when gold was of an older layout (and the changed tables are now dropped); the marker
-    is moved on once the rebuild is done (run_gold), so a crash in between rebuilds again."""
+    """True when gold must be rebuilt from all of silver: it was of an older layout (the changed tables
+    are now dropped), or built with other KPI settings (kpi.*: goals, weights, segments, the alert
+    goal), which would leave a mix of old and new figures. The marker is moved on once the rebuild is
+    done (run_gold), so a crash in between rebuilds again."""
     marker = _layout_marker(settings)
-    if marker.exists():
-        layout = json.loads(marker.read_text())["layout"]
+    built = json.loads(marker.read_text()) if marker.exists() else {}
+    if built:
+        layout = built["layout"]
     else:   # gold written before the marker existed is layout 1; a fresh lake is current
         layout = 1 if any(lake.exists("gold", t) for t in GOLD_KEYS) else GOLD_LAYOUT
     for newer in range(layout + 1, GOLD_LAYOUT + 1):
         for table in LAYOUT_CHANGES.get(newer, []):
             log.warning("gold/%s has the columns of an older version: rebuilding it from silver", table)
             lake.drop("gold", table)
-    return layout < GOLD_LAYOUT
+    kpi_changed = "kpi" in built and built["kpi"] != settings.get("kpi")   # a marker from before: as now
+    if kpi_changed:
+        log.warning("gold: built with other KPI settings (%s): rebuilding gold from silver",
+                    ", ".join(_differences(built["kpi"], settings.get("kpi"), "kpi")))
+    return layout < GOLD_LAYOUT or kpi_changed
+
+
+def _differences(before: Any, now: Any, path: str) -> list[str]:
+    """The dotted settings that differ, as `key: before -> now`."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [d for key in sorted(set(before) | set(now), key=str)
+                for d in _differences(before.get(key), now.get(key), f"{path}.{key}")]
+    return [] if before == now else [f"{path}: {before} -> {now}"]
 
 
 class NothingToBuild(RuntimeError):
@@ -612,6 +628,6 @@ def run_gold(spark, settings: Settings, start: date | None = None, end: date | N
         state.write_text(json.dumps(versions))
     marker = _layout_marker(settings)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"layout": GOLD_LAYOUT}))
+    marker.write_text(json.dumps({"layout": GOLD_LAYOUT, "kpi": settings.get("kpi")}))
     log.info("gold: %d user-days rebuilt: %s", result["user_days"], result["changes"])
     return result

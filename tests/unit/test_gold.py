@@ -458,6 +458,55 @@ def test_a_sleep_log_that_grows_past_midnight_moves_to_the_day_it_now_ends(spark
     assert gold_by_day() == {20160412: one_log(evening + night)}
 
 
+def test_gold_built_with_other_kpi_settings_is_rebuilt_whole(spark, base_settings, tmp_path, caplog):
+    """A goal, weight or segment changed in conf/ (or FITBIT_SETTINGS) after gold was built: the next run,
+    though nothing new came in, rebuilds every user-day with the new figures, instead of keeping the old
+    ones (or mixing them with new ones on the days that happen to change)."""
+    import logging
+
+    from fitbit_lakehouse.gold import run_gold
+    from fitbit_lakehouse.privacy import user_key_secret
+    from fitbit_lakehouse.silver import IDENTITY
+    from fitbit_lakehouse.tables import Lake
+
+    settings = base_settings.with_overrides(**{"paths.lake_dir": str(tmp_path / "lake")})
+    lake = Lake(spark, settings)
+    lake.append(spark.createDataFrame([(U1, user_key(U1, user_key_secret(settings)))],
+                                      "fitbit_id bigint, user_key string"), "silver", IDENTITY)
+    # (day, steps, very, fairly, lightly, sedentary): active 300 and 200 minutes, mvpa 40 and 10
+    days = [(date(2016, 4, 12), 12000, 25, 15, 260, 700), (date(2016, 4, 13), 5000, 5, 5, 190, 900)]
+    lake.append(spark.createDataFrame([(U1, d, steps, 8.0, 2000, v, f, li, se) for d, steps, v, f, li, se in days],
+                                      "fitbit_id bigint, activity_date date, total_steps bigint, total_distance double, "
+                                      "calories bigint, very_active_minutes bigint, fairly_active_minutes bigint, "
+                                      "lightly_active_minutes bigint, sedentary_minutes bigint"),
+                "silver", "daily_activity", properties={"delta.enableChangeDataFeed": "true"})
+
+    def scores() -> dict:
+        return {r["date_key"]: (round(r["activity_score"], 6), r["daily_segment"])
+                for r in lake.read("gold", "kpi_daily_wellness").collect()}
+
+    def by_hand(steps_goal: float, segments: list[tuple[str, int]]) -> dict:   # CONTRACT's activity score
+        out = {}
+        for d, steps, very, fairly, lightly, _ in days:
+            active = very + fairly + lightly
+            score = 0.5 * min(steps / steps_goal, 1) + 0.5 * min((very + fairly) / 30, 1)
+            out[int(d.strftime("%Y%m%d"))] = (round(score, 6), next(n for n, m in segments if active >= m))
+        return out
+
+    run_gold(spark, settings)
+    assert scores() == by_hand(10000, [("High", 270), ("Medium", 180), ("Low", 0)])
+    assert run_gold(spark, settings)["user_days"] == 0   # nothing new, same settings: nothing to do
+
+    changed = settings.with_overrides(**{"kpi.activity": {"steps_goal": 20000}, "kpi.segments": [
+        {"name": "High", "min_active_minutes": 250}, {"name": "Low", "min_active_minutes": 0}]})
+    with caplog.at_level(logging.WARNING, logger="fitbit_lakehouse.gold"):
+        assert run_gold(spark, changed)["user_days"] == len(days)
+    assert scores() == by_hand(20000, [("High", 250), ("Low", 0)])
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "built with other KPI settings (kpi.activity.steps_goal: 10000 -> 20000, kpi.segments: " in said
+    assert run_gold(spark, changed)["user_days"] == 0   # rebuilt once
+
+
 def test_gold_before_any_record_says_where_to_start(spark, base_settings, tmp_path):
     """A pipeline job run on a fresh lake before the producer: bronze and silver take nothing, and gold
     says that the CSVs have to be sent first (not "run 03_silver", which has just run)."""
