@@ -199,10 +199,12 @@ def _timed_report(settings: Settings, step: str, started: float, payload: dict) 
 def produce_step(settings: Settings, file_filter: str | None = None, limit: int | None = None,
                  speed: float | None = None, replay: bool = False, synthetic: bool | None = None) -> dict:
     from .kafka_broker import ensure_broker, ensure_topics, refuse_another_lakes_topic
+    from .privacy import require_the_lakes_secret
     from .produce import produce_from_settings, require_raw_dir
 
     started = time.monotonic()
     require_raw_dir(settings, synthetic)   # before a broker is started for nothing
+    require_the_lakes_secret(settings)
     with writing(settings, "produce"):
         if not ensure_broker(settings).started_here:
             refuse_another_lakes_topic(settings)
@@ -350,6 +352,9 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
 
     if any(run.path.stem == NOTEBOOKS[0] and run.widgets is None for run in runs):
         require_raw_dir(settings)   # make run on a mistyped FITBIT_RAW_DIR: said before anything starts
+    from .privacy import require_the_lakes_secret
+
+    require_the_lakes_secret(settings)   # FITBIT_USER_KEY_SECRET set after a lake's first run
     if any(run.path.stem == NOTEBOOKS[-1] for run in runs):
         from .insights import require_tracking_server
 

@@ -26,7 +26,28 @@ def user_key_secret(settings: Settings) -> str:
     """The HMAC secret: $FITBIT_USER_KEY_SECRET, else the secret `user_key_secret` (a Databricks
     secret scope, or $FITBIT_SECRET_<SCOPE>_USER_KEY_SECRET), else, where conf allows it, a random
     secret generated once for the lake and kept beside it (never a public one: with a known secret
-    user_key could be reversed over the public Kaggle Ids)."""
+    user_key could be reversed over the public Kaggle Ids). Never another one than the lake's keys
+    were made with."""
+    from .secrets import where
+
+    value = _given_secret(settings)
+    if not value:
+        relative = settings.get("privacy.lake_secret_file")
+        if not relative:
+            raise PrivacyError(f"No user-key secret: put one in {where(settings, 'user_key_secret')}.")
+        value = _lake_secret(settings.lake_dir / relative)
+    _require_the_lakes_secret(settings, value)
+    return value
+
+
+def require_the_lakes_secret(settings: Settings) -> None:
+    """Before a run starts anything: a secret given that is not the one of the lake's user keys."""
+    value = _given_secret(settings)
+    if value:
+        _require_the_lakes_secret(settings, value)
+
+
+def _given_secret(settings: Settings) -> str | None:
     from .secrets import secret, where
 
     value = os.environ.get(settings.get("privacy.user_key_secret_env")) or secret(settings, "user_key_secret")
@@ -36,12 +57,58 @@ def user_key_secret(settings: Settings) -> str:
                            f"{settings.get('privacy.user_key_secret_env')}) is a published one: with it anyone "
                            f"can map user_key back to the public Kaggle Ids. Choose your own, or unset it to "
                            f"have one generated for the lake (privacy.allow_public_secret: true allows it).")
-    if value:
-        return value
-    relative = settings.get("privacy.lake_secret_file")
-    if not relative:
-        raise PrivacyError(f"No user-key secret: put one in {where(settings, 'user_key_secret')}.")
-    return _lake_secret(settings.lake_dir / relative)
+    return value
+
+
+FINGERPRINT_MESSAGE = b"fitbit-lakehouse user-key secret fingerprint"
+
+
+def secret_fingerprint(secret: str) -> str:
+    """Tells secrets apart without revealing them (an HMAC of a fixed message, not of an Id)."""
+    return hmac.new(secret.encode(), FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()[:16]
+
+
+def _fingerprint_file(settings: Settings):
+    relative = settings.get("privacy.fingerprint_file")
+    return settings.lake_dir / relative if relative else None
+
+
+def _require_the_lakes_secret(settings: Settings, secret: str) -> None:
+    """A lake's user keys are made with one secret: another one would give the users seen from now on
+    keys of another scheme (and message keys another partition) without a word."""
+    path = _fingerprint_file(settings)
+    try:
+        kept = path.read_text().strip() if path is not None else ""
+    except FileNotFoundError:
+        return
+    if kept and kept != secret_fingerprint(secret):
+        raise _other_secret(settings)
+
+
+def _other_secret(settings: Settings) -> PrivacyError:
+    return PrivacyError(f"The user-key secret given is not the one the user keys of {settings.lake_dir} were made "
+                        f"with: give that one again (FITBIT_USER_KEY_SECRET, or unset it if the lake generated its "
+                        f"own), or make clean-lake to rebuild the lake with new keys.")
+
+
+def knows_its_secret(settings: Settings) -> bool:
+    path = _fingerprint_file(settings)
+    return path is None or path.exists()
+
+
+def remember_secret(settings: Settings, secret: str, known: tuple[int, str] | None = None) -> None:
+    """Silver, before it writes the first user key of a lake: the secret's fingerprint is kept with it.
+    A lake from before the fingerprint gives one of its stored (Id, user_key) pairs as `known`: a
+    secret that does not make that key is refused."""
+    path = _fingerprint_file(settings)
+    if path is None or path.exists():
+        return
+    if known is not None and user_key(known[0], secret) != known[1]:
+        raise _other_secret(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(secret_fingerprint(secret) + "\n")
+    partial.replace(path)
 
 
 def _lake_secret(path) -> str:
@@ -58,8 +125,8 @@ def _lake_secret(path) -> str:
         return _wait_for_secret(path)
     with os.fdopen(fd, "w") as handle:
         handle.write(token_hex(32))
-    log.warning("No user-key secret given: generated one for this lake in %s (set FITBIT_USER_KEY_SECRET "
-                "to choose your own)", path)
+    log.warning("No user-key secret given: generated one for this lake in %s (to choose your own, set "
+                "FITBIT_USER_KEY_SECRET before a lake's first run)", path)
     return path.read_text().strip()
 
 

@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 
 from .catalogue import BY_KIND, KINDS, SILVER_TABLES, UNKNOWN_KIND, FileKind, kinds_for_table
 from .config import Settings
-from .privacy import user_key_column, user_key_secret
+from .privacy import knows_its_secret, remember_secret, user_key_column, user_key_secret
 from .quality import Reconciliation, Rules, collect_reasons, column_reasons, row_reasons, typed_value
 from .spark import trigger_of
 from .tables import BRONZE_EVENTS, KeyRange, Lake, Txn, WriteMetrics, union_all
@@ -395,6 +395,7 @@ class SilverWriter:
         new = sorted(ids - self._known_ids)
         if not new:
             return
+        remember_secret(self.settings, self.secret)
         frame = lake.spark.createDataFrame([(i,) for i in new], "fitbit_id bigint")
         identities = frame.select("fitbit_id", user_key_column("fitbit_id", self.secret).alias("user_key"))
         lake.merge(identities, "silver", IDENTITY, ("fitbit_id",), txn=txn, lock=self._merge_lock)
@@ -441,8 +442,19 @@ def carry_over_if_checkpoint_lost(lake: Lake, settings: Settings) -> bool:
     return True
 
 
+def require_the_identities_secret(lake: Lake, settings: Settings) -> None:
+    """A lake from before the secret's fingerprint: a stored identity tells whether the secret given made
+    its keys (then the fingerprint is kept from now on)."""
+    if knows_its_secret(settings) or not lake.exists("silver", IDENTITY):
+        return
+    stored = lake.read("silver", IDENTITY).select("fitbit_id", "user_key").limit(1).collect()
+    if stored:
+        remember_secret(settings, user_key_secret(settings), (stored[0][0], stored[0][1]))
+
+
 def start_silver(spark, settings: Settings, trigger: str | None = None, carry_over: bool = True):
     lake = Lake(spark, settings)
+    require_the_identities_secret(lake, settings)
     if carry_over:
         carry_over_if_checkpoint_lost(lake, settings)
     options = {"maxFilesPerTrigger": settings.get("silver.max_files_per_trigger")}

@@ -94,6 +94,68 @@ def test_without_a_secret_each_lake_gets_its_own_random_one(monkeypatch, tmp_pat
     assert user_key_secret(lake_a) == "chosen"
 
 
+def test_a_lake_refuses_a_user_key_secret_other_than_the_one_of_its_keys(monkeypatch, tmp_path, capsys, cli_signals):
+    """FITBIT_USER_KEY_SECRET set after a lake's first run (as the generated-secret warning suggests): the
+    users seen from then on would get keys of another secret than the stored ones, without a word. The
+    run stops in one line before anything starts; the lake's own secret goes on."""
+    from fitbit_lakehouse import __main__ as cli
+    from fitbit_lakehouse import params
+    from fitbit_lakehouse.privacy import PrivacyError, remember_secret, require_the_lakes_secret, user_key_secret
+
+    monkeypatch.delenv("FITBIT_USER_KEY_SECRET", raising=False)
+    monkeypatch.setattr(params, "active_dbutils", lambda: None)
+    lake = tmp_path / "lake"
+    settings = load_settings(env="local", conf_dir=ROOT / "conf", environ={"FITBIT_LAKE_DIR": str(lake)})
+    generated = user_key_secret(settings)
+    monkeypatch.setenv("FITBIT_USER_KEY_SECRET", "chosen later")
+    assert user_key_secret(settings) == "chosen later"   # no key written yet: any secret may still be chosen
+    monkeypatch.delenv("FITBIT_USER_KEY_SECRET")
+    remember_secret(settings, generated)   # what silver does before it writes the first user key
+    assert user_key_secret(settings) == generated
+    monkeypatch.setenv("FITBIT_USER_KEY_SECRET", "chosen later")
+    message = (f"The user-key secret given is not the one the user keys of {lake} were made with: give that one "
+               f"again (FITBIT_USER_KEY_SECRET, or unset it if the lake generated its own), or make clean-lake to "
+               f"rebuild the lake with new keys.")
+    for check in (user_key_secret, require_the_lakes_secret):
+        with pytest.raises(PrivacyError) as failure:
+            check(settings)
+        assert str(failure.value) == message
+    monkeypatch.setenv("FITBIT_USER_KEY_SECRET", generated)   # the same secret, given: taken
+    assert user_key_secret(settings) == generated
+
+    monkeypatch.setenv("FITBIT_USER_KEY_SECRET", "chosen later")
+    _no_broker_may_start(monkeypatch)
+    (tmp_path / "raw").mkdir()
+    monkeypatch.setenv("FITBIT_RAW_DIR", str(tmp_path / "raw"))
+    monkeypatch.setenv("FITBIT_LAKE_DIR", str(lake))
+    for command in (["run"], ["produce"]):
+        assert cli.main(command) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_a_lake_from_before_the_fingerprint_is_told_by_its_stored_keys(spark, monkeypatch, tmp_path):
+    from fitbit_lakehouse import params
+    from fitbit_lakehouse.privacy import PrivacyError, user_key, user_key_secret
+    from fitbit_lakehouse.silver import IDENTITY, require_the_identities_secret
+    from fitbit_lakehouse.tables import Lake
+
+    monkeypatch.setattr(params, "active_dbutils", lambda: None)
+    monkeypatch.setenv("FITBIT_USER_KEY_SECRET", "the first")
+    settings = load_settings(env="local", conf_dir=ROOT / "conf", environ={"FITBIT_LAKE_DIR": str(tmp_path / "lake")})
+    lake = Lake(spark, settings)
+    require_the_identities_secret(lake, settings)   # no identities yet: nothing to tell
+    lake.append(spark.createDataFrame([(1503960366, user_key(1503960366, "the first"))],
+                                      "fitbit_id bigint, user_key string"), "silver", IDENTITY)
+    monkeypatch.setenv("FITBIT_USER_KEY_SECRET", "another")
+    with pytest.raises(PrivacyError, match="^The user-key secret given is not the one the user keys of"):
+        require_the_identities_secret(lake, settings)
+    monkeypatch.setenv("FITBIT_USER_KEY_SECRET", "the first")
+    require_the_identities_secret(lake, settings)   # the same: taken, and its fingerprint kept from now on
+    monkeypatch.setenv("FITBIT_USER_KEY_SECRET", "another")
+    with pytest.raises(PrivacyError):
+        user_key_secret(settings)
+
+
 def test_a_published_secret_is_refused_unless_allowed(monkeypatch, tmp_path):
     from fitbit_lakehouse import params
     from fitbit_lakehouse.privacy import PrivacyError, user_key_secret
