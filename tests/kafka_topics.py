@@ -20,6 +20,8 @@ def topic_messages(bootstrap_servers: str, topic: str, committed_only: bool = Tr
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         ends = consumer.end_offsets(partitions)   # a read_committed consumer's ends: the last stable offsets
+        if committed_only:   # a commit's markers reach the partitions just after commit_transaction returns
+            ends = _settled_ends(consumer, partitions, bootstrap_servers, client, time.monotonic() + 30)
         messages, deadline = [], time.monotonic() + timeout_s
         while any(consumer.position(tp) < ends[tp] for tp in partitions):
             assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout_s} s"
@@ -28,6 +30,23 @@ def topic_messages(bootstrap_servers: str, topic: str, committed_only: bool = Tr
         return messages
     finally:
         consumer.close()
+
+
+def _settled_ends(consumer, partitions, bootstrap_servers: str, client: dict, deadline: float) -> dict:
+    """The last stable offsets once they reach the high watermarks (no transaction left open), or as they
+    are at the deadline (one still open, or aborted later)."""
+    from kafka import KafkaConsumer
+
+    every = KafkaConsumer(bootstrap_servers=bootstrap_servers, isolation_level="read_uncommitted", **client)
+    try:
+        high = every.end_offsets(partitions)
+        ends = consumer.end_offsets(partitions)
+        while ends != high and time.monotonic() < deadline:
+            time.sleep(0.2)
+            ends = consumer.end_offsets(partitions)
+        return ends
+    finally:
+        every.close()
 
 
 def delete_all_records(bootstrap_servers: str, topic: str) -> None:

@@ -57,10 +57,14 @@ def publish_alerts(spark, settings: Settings) -> int:
     noted = json.loads(note.read_text())["version"] if note.exists() else -1
     if version <= noted:
         return 0
-    published = max(noted, last_published_version(settings))
-    added = [] if version <= published else _added_since(lake, settings, published, version)
-    if added:
-        _send_in_one_transaction(settings, added, version)
+    producer = _fenced_producer(settings)
+    try:
+        published = max(noted, last_published_version(settings))
+        added = [] if version <= published else _added_since(lake, settings, published, version)
+        if added:
+            _send_in_one_transaction(producer, settings, added, version)
+    finally:
+        producer.close()
     note.parent.mkdir(parents=True, exist_ok=True)
     note.write_text(json.dumps({"version": version}))
     log.info("alerts: %d published to %s", len(added), settings.alerts_topic)
@@ -87,14 +91,28 @@ def _added_since(lake: Lake, settings: Settings, published: int, version: int) -
     return unsent
 
 
-def _send_in_one_transaction(settings: Settings, rows: list, version: int) -> None:
+def _fenced_producer(settings: Settings):
+    """The publisher's transactional producer, initialised before the topic is read: an earlier run's
+    transaction of this id that is still completing its commit is then complete (its alerts readable,
+    so they are not sent twice), and one left open is aborted."""
     from kafka.errors import KafkaError
 
     transactional_id = settings.get("kafka.alerts_transactional_id") or f"fitbit-alerts-{settings.alerts_topic}"
     producer = make_producer(settings, client_id="fitbit-alerts", transactional_id=transactional_id)
+    try:
+        producer.init_transactions()
+    except KafkaError as exc:
+        producer.close()
+        raise BrokerError(f"the alerts could not be published to {settings.alerts_topic} ({type(exc).__name__}: "
+                          f"{exc}); the next run sends them") from exc
+    return producer
+
+
+def _send_in_one_transaction(producer, settings: Settings, rows: list, version: int) -> None:
+    from kafka.errors import KafkaError
+
     headers = [(HEADER_GOLD_VERSION, str(version).encode())]
     try:
-        producer.init_transactions()   # fences an earlier run of this id and aborts its open transaction
         producer.begin_transaction()
         for row in rows:
             key, value = alert_message(row)
@@ -110,8 +128,6 @@ def _send_in_one_transaction(settings: Settings, rows: list, version: int) -> No
             pass
         raise BrokerError(f"{len(rows)} alerts could not be sent to {settings.alerts_topic} "
                           f"({type(exc).__name__}: {exc}); the next run sends them again") from exc
-    finally:
-        producer.close()
 
 
 def _outbox_consumer(settings: Settings):

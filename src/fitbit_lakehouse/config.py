@@ -238,6 +238,8 @@ def load_settings(env: str | None = None, conf_dir: Path | None = None,
         raise ConfigError(f"FITBIT_ENV={env}: there is no {env_file}; use one of {', '.join(known)}")
     if env_file.is_file():
         over = yaml.safe_load(env_file.read_text()) or {}
+        if not isinstance(over, dict):
+            raise ConfigError(f"{env_file} is not a mapping of settings: write it as conf/base.yml is written")
         _refuse_unknown(tree, over, f"{env_file}")
         tree = deep_merge(tree, over)
     for var, dotted in ENV_OVERRIDES.items():

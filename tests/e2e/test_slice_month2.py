@@ -82,7 +82,7 @@ def test_a_count_that_is_off_fails_the_silver_step_loudly(lake, settings, spark,
     from fitbit_lakehouse.silver import ReconciliationError
 
     copy = settings.with_overrides(**{"paths.lake_dir": str(test_root / "slice_miscounted")})
-    for part in ("bronze", "silver", "checkpoints"):
+    for part in ("bronze", "silver", "checkpoints", "_secrets"):   # a lake's user keys go with their secret
         shutil.copytree(settings.lake_dir / part, copy.lake_dir / part)
     assert all(r["holds"] for r in pipeline.silver_step(copy))   # the copy reconciles as it is
     table = copy.lake_dir / "silver" / "daily_activity"
