@@ -355,29 +355,50 @@ def sweep_scratch(root: Path) -> list[Path]:
 JVM_START_NOTICES = (b"WARNING: Using incubator modules",)
 
 
+_JVM_START = threading.Lock()   # one thread at a time swaps fd 2 (make run warms Spark up in a thread)
+
+
 @contextmanager
 def _jvm_start_notices_dropped():
     """The JVM started inside writes to this process's stderr (fd 2) for as long as it runs. Started with
     a pipe there instead, and the pipe copied to the real stderr by a thread, its start-up notice stays
     off the console; every other line of it passes through as before."""
-    sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    console = os.dup(2)
-    os.dup2(write_end, 2)
-    os.close(write_end)
-
-    def copy_lines() -> None:
-        with os.fdopen(read_end, "rb") as pipe, os.fdopen(console, "wb", buffering=0) as out:
-            for line in pipe:   # ends when the JVM (the last writer) ends
-                if not line.startswith(JVM_START_NOTICES):
-                    out.write(line)
-
-    threading.Thread(target=copy_lines, name="jvm-stderr", daemon=True).start()
-    try:
-        yield
-    finally:
+    with _JVM_START:
         sys.stderr.flush()
-        os.dup2(console, 2)   # the thread's copy of the console stays open until the pipe ends
+        try:
+            console = os.dup(2)
+        except OSError:   # no stderr at all: nothing to keep clean
+            yield
+            return
+        read_end, write_end = os.pipe()
+        copier = threading.Thread(target=_copy_lines, args=(read_end, os.dup(console)), name="jvm-stderr",
+                                  daemon=True)
+        try:
+            copier.start()   # before fd 2 is swapped: a thread that cannot start leaves stderr as it was
+        except RuntimeError:
+            for fd in (read_end, write_end, console):
+                os.close(fd)
+            yield
+            return
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(console, 2)
+            os.close(console)
+            if failed:   # a JVM that did not start has ended: its last words before the error line
+                copier.join(timeout=5)
+
+
+def _copy_lines(read_end: int, out_fd: int) -> None:
+    with os.fdopen(read_end, "rb") as pipe, os.fdopen(out_fd, "wb", buffering=0) as out:
+        for line in pipe:   # ends when the JVM (the last writer) ends
+            if not line.startswith(JVM_START_NOTICES):
+                out.write(line)
 
 
 def get_spark(settings: Settings, app_name: str | None = None):

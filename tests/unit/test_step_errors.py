@@ -150,3 +150,42 @@ def test_a_steps_line_says_one_chart_not_one_charts(count, unit, said):
     from fitbit_lakehouse.pipeline import counted
 
     assert counted(count, unit) == said
+
+
+def test_the_jvms_start_notice_is_kept_off_stderr_and_two_threads_starting_spark_leave_it_whole(capfd):
+    """What a process started while Spark starts writes to stderr passes through, but for the JVM's notice
+    of its incubator module. make run starts Spark in a thread while 02_bronze may ask for it too: both
+    threads swap fd 2 in turn, and it ends where it was (it once ended closed, or on a pipe)."""
+    import os
+    import subprocess
+    import threading
+    import time
+
+    from fitbit_lakehouse.spark import _jvm_start_notices_dropped
+
+    console = os.fstat(2)
+    builder = threading.Lock()   # SparkSession.builder's own lock
+    jvm = ("echo 'WARNING: Using incubator modules: jdk.incubator.vector' >&2; "
+           "echo 'a line of the JVM' >&2; printf 'and its last words' >&2")
+    children = []
+
+    def start_spark(seconds: float) -> None:
+        with _jvm_start_notices_dropped(), builder:
+            children.append(subprocess.Popen(["sh", "-c", jvm]))
+            time.sleep(seconds)
+
+    threads = [threading.Thread(target=start_spark, args=(0.5,)), threading.Thread(target=start_spark, args=(0.1,))]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join()
+    for child in children:
+        child.wait()
+    deadline = time.monotonic() + 10
+    while any(t.name == "jvm-stderr" and t.is_alive() for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (os.fstat(2).st_dev, os.fstat(2).st_ino) == (console.st_dev, console.st_ino)
+    err = capfd.readouterr().err
+    assert err.count("a line of the JVM\n") == 2 and err.count("and its last words") == 2, err
+    assert "incubator" not in err
