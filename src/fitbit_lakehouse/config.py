@@ -92,17 +92,26 @@ def _is_open(dotted: str) -> bool:
     return any(fnmatchcase(dotted, pattern) for pattern in OPEN_MAPS)
 
 
-def _flat(dotted: str, value: Any) -> list[str]:
+def _flat(dotted: str, value: Any) -> list[tuple[str, Any]]:
+    """(dotted key, value) of each setting a value gives: its mappings' keys joined on, with dots (a key
+    "activity.steps_goal" inside a mapping is the same setting as a nested one), down to open maps."""
     if isinstance(value, Mapping) and value and not _is_open(dotted):
-        return [key for k, v in value.items() for key in _flat(f"{dotted}.{k}", v)]
-    return [dotted]
+        return [pair for k, v in value.items() for pair in _flat(f"{dotted}.{k}", v)]
+    return [(dotted, value)]
+
+
+def _apply(tree: dict, settings: Mapping[str, Any]) -> None:
+    """Settings (dotted or nested keys) set into tree, each over the one it names."""
+    for key, value in settings.items():
+        for dotted, leaf in _flat(str(key), value):
+            _set_dotted(tree, dotted, leaf)
 
 
 def unknown_settings(known: Mapping, dotted_values: Mapping[str, Any]) -> list[str]:
     """The keys of dotted_values (dotted, or nested in their mapping values) that name no setting of
     `known`, each cut after its first unknown part."""
     unknown = []
-    for dotted in (key for k, v in dotted_values.items() for key in _flat(str(k), v)):
+    for dotted, _ in (pair for k, v in dotted_values.items() for pair in _flat(str(k), v)):
         node: Any = known
         path: list[str] = []
         for part in dotted.split("."):
@@ -204,9 +213,7 @@ class Settings:
         """A copy with settings replaced, e.g. notebook parameters: {"paths.raw_dir": "..."}."""
         _refuse_unknown(self.raw, dotted_values, "a setting given over conf/ (a parameter, stream.settings)")
         tree = copy.deepcopy(self.raw)
-        for dotted, value in dotted_values.items():
-            if value not in (None, ""):
-                _set_dotted(tree, dotted, value)
+        _apply(tree, {dotted: value for dotted, value in dotted_values.items() if value not in (None, "")})
         return Settings(raw=tree, project_root=self.project_root, env=self.env)
 
 
@@ -241,15 +248,14 @@ def load_settings(env: str | None = None, conf_dir: Path | None = None,
         if not isinstance(over, dict):
             raise ConfigError(f"{env_file} is not a mapping of settings: write it as conf/base.yml is written")
         _refuse_unknown(tree, over, f"{env_file}")
-        tree = deep_merge(tree, over)
+        _apply(tree, over)
     for var, dotted in ENV_OVERRIDES.items():
         if environ.get(var):
             _set_dotted(tree, dotted, environ[var])
     # any other setting, as YAML/JSON of dotted keys: FITBIT_SETTINGS='{"silver.max_files_per_trigger": 1}'
     extra = _extra_settings(environ.get("FITBIT_SETTINGS") or "{}")
     _refuse_unknown(tree, extra, "FITBIT_SETTINGS")
-    for dotted, value in extra.items():
-        _set_dotted(tree, dotted, value)
+    _apply(tree, extra)
     for var, levels, default in LOG_LEVELS:   # a typo here would surface deep in a step, as a traceback
         if (environ.get(var) or default).lower() not in levels:
             raise ConfigError(f"{var}={environ[var]} is not a log level: give one of {', '.join(levels)} (any case)")
