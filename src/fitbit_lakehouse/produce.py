@@ -156,32 +156,44 @@ class SendLedger:
 
     def moved_entry(self, name: str, data: bytes) -> dict | None:
         """The entry of this very file sent under another name: FITBIT_RAW_DIR moved between a folder and
-        its month folder (or the folder was renamed). Same file name, and the bytes sent are its start."""
-        for other, entry in self._all.get(self.stream, {}).items():
-            sent = entry["sent_bytes"]
-            if (Path(other).name == Path(name).name and other != name and len(data) >= sent
-                    and hashlib.sha256(data[:sent]).hexdigest() == entry["head_sha256"]):
-                return entry
-        return None
+        its month folder (or the folder was renamed), or one another file replaced under this name (the
+        months' files share their names). Same file name, and the bytes sent are its start."""
+        current = [(other, entry) for other, entry in self._all.get(self.stream, {}).items() if other != name]
+        earlier = [(entry["name"], entry) for entry in self._all.get(EARLIER, {}).get(self.stream, [])]
+        return next((entry for other, entry in current + earlier
+                     if Path(other).name == Path(name).name and holds_the_start(entry, data)), None)
 
     def record(self, name: str, stat: os.stat_result, sent_bytes: int, head_sha256: str) -> None:
-        self._all.setdefault(self.stream, {})[name] = {
-            "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sent_bytes": sent_bytes,
-            "head_sha256": head_sha256}
+        entries = self._all.setdefault(self.stream, {})
+        replaced = entries.get(name)
+        if replaced and replaced["head_sha256"] != head_sha256 and replaced["sent_bytes"] >= sent_bytes:
+            # another file under this name (or this one rewritten): its record is kept for moved_entry
+            self._all.setdefault(EARLIER, {}).setdefault(self.stream, []).append({**replaced, "name": name})
+        entries[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sent_bytes": sent_bytes,
+                         "head_sha256": head_sha256}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".partial")
         partial.write_text(json.dumps(self._all, indent=1))
         partial.replace(self.path)   # atomic: a crash leaves the old ledger or the new one
 
 
-def unsent_from(entry: dict | None, data: bytes, stat: os.stat_result) -> int:
+EARLIER = "_earlier"   # the ledger's records that another file replaced under their name (never a topic's key)
+
+
+def holds_the_start(entry: dict, data: bytes) -> bool:
+    """Whether the bytes an entry recorded as sent are the start of data (data is that file, grown or not)."""
+    sent = entry["sent_bytes"]
+    return len(data) >= sent and hashlib.sha256(data[:sent]).hexdigest() == entry["head_sha256"]
+
+
+def unsent_from(entry: dict | None, data: bytes, name: str) -> int:
     """Byte offset from which the file still has to be sent (0 = all of it)."""
     if entry is None:
         return 0
-    sent = entry["sent_bytes"]
-    if len(data) >= sent and hashlib.sha256(data[:sent]).hexdigest() == entry["head_sha256"]:
-        return sent
-    log.warning("A file changed since it was sent (not only appended to): sending it whole again")
+    if holds_the_start(entry, data):
+        return entry["sent_bytes"]
+    log.warning("%s is not the file sent under that name before (it changed, not only by lines appended, or "
+                "another file took its name): sending all of it", name)
     return 0
 
 
@@ -287,16 +299,17 @@ def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: P
             except OSError as exc:   # stop rather than leave a file out unsaid
                 raise UnreadableFile.of(path, exc.strerror, raw_dir, "The files before it were sent; the next run "
                                                                      "goes on from there") from exc
-            if entry is None and not replay and ledger is not None:
-                entry = ledger.moved_entry(name, data)
-                if entry is not None and entry["sent_bytes"] == len(data):   # all of it sent before
-                    ledger.record(name, stat, len(data), entry["head_sha256"])
+            if not replay and ledger is not None and (entry is None or not holds_the_start(entry, data)):
+                moved = ledger.moved_entry(name, data)   # sent before under another name?
+                if moved is not None and moved["sent_bytes"] == len(data):   # all of it
+                    ledger.record(name, stat, len(data), moved["head_sha256"])
                     summary.skipped_files += 1
                     continue
+                entry = moved or entry
             lines = split_lines(data)
             if lines is None or not len(lines):
                 continue
-            selected = lines.starts >= unsent_from(entry, data, stat)
+            selected = lines.starts >= unsent_from(entry, data, name)
             if budget is not None:
                 selected &= np.cumsum(selected) <= budget
                 budget -= int(selected.sum())

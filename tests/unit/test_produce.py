@@ -258,6 +258,30 @@ def test_a_raw_folder_given_as_its_month_folder_does_not_send_its_files_again(tm
     assert [line for _, _, line in _sent_lines(fresh)] == ["1927972279,4/12/2016 12:00:00 AM,5"]
 
 
+def test_months_given_one_folder_at_a_time_then_together_are_not_sent_again(tmp_path, base_settings):
+    """FITBIT_RAW_DIR at month 1's folder, then at month 2's (their files share names), then at the folder
+    above both: each file goes once. Month 1 sent again after month 2 would win the days they share."""
+    from fitbit_lakehouse.catalogue import scan_sources
+
+    raw = tmp_path / "raw"
+    months = {"Fitabase Data 3.12.16-4.11.16": "4/11/2016", "Fitabase Data 4.12.16-5.12.16": "4/12/2016"}
+    for folder, day in months.items():
+        (raw / folder).mkdir(parents=True)
+        _write(raw / folder / "hourlySteps_merged.csv", [HOURLY_HEADER, f"1503960366,{day} 1:00:00 AM,5"])
+
+    def send(raw_dir: Path) -> list[str]:
+        fake = FakeProducer()
+        sources = scan_sources(raw_dir).files
+        P.produce(base_settings, sources, raw_dir, speed=0, ledger=_ledger(tmp_path), producer=fake)
+        return [line for _, _, line in _sent_lines(fake)]
+
+    first, second = (raw / folder for folder in months)
+    assert send(first) == ["1503960366,4/11/2016 1:00:00 AM,5"]
+    assert send(second) == ["1503960366,4/12/2016 1:00:00 AM,5"]
+    assert send(raw) == []
+    assert send(first) == [] and send(second) == []
+
+
 def test_a_file_changed_in_place_is_sent_whole(tmp_path, base_settings):
     raw, sources = _sources(tmp_path)
     P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=FakeProducer())
