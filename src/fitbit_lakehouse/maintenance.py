@@ -200,7 +200,7 @@ def _commit_time_ms(path: Path, version: int) -> int | None:
 # under the lake dir, is the user's input and stays)
 LAKE_ENTRIES = ("bronze", "silver", "gold", "checkpoints", "_producer", "_locks", "_warehouse", "_derby", "mlruns")
 LAKE_ENTRY_SETTINGS = ("paths.reports_dir", "paths.synthetic_dir", "kafka.broker.log_dir", "spark.scratch_dir",
-                       "privacy.lake_secret_file", "mlflow.artifact_location")
+                       "privacy.lake_secret_file", "privacy.fingerprint_file", "mlflow.artifact_location")
 
 
 def lake_entries(settings: Settings) -> list[Path]:

@@ -88,7 +88,7 @@ def _require_the_lakes_secret(settings: Settings, secret: str) -> None:
 def _other_secret(settings: Settings) -> PrivacyError:
     return PrivacyError(f"The user-key secret given is not the one the user keys of {settings.lake_dir} were made "
                         f"with: give that one again (FITBIT_USER_KEY_SECRET, or unset it if the lake generated its "
-                        f"own), or make clean-lake to rebuild the lake with new keys.")
+                        f"own), or start a lake with new keys (make clean-lake, or another FITBIT_LAKE_DIR).")
 
 
 def knows_its_secret(settings: Settings) -> bool:

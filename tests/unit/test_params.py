@@ -114,8 +114,8 @@ def test_a_lake_refuses_a_user_key_secret_other_than_the_one_of_its_keys(monkeyp
     assert user_key_secret(settings) == generated
     monkeypatch.setenv("FITBIT_USER_KEY_SECRET", "chosen later")
     message = (f"The user-key secret given is not the one the user keys of {lake} were made with: give that one "
-               f"again (FITBIT_USER_KEY_SECRET, or unset it if the lake generated its own), or make clean-lake to "
-               f"rebuild the lake with new keys.")
+               f"again (FITBIT_USER_KEY_SECRET, or unset it if the lake generated its own), or start a lake with new "
+               f"keys (make clean-lake, or another FITBIT_LAKE_DIR).")
     for check in (user_key_secret, require_the_lakes_secret):
         with pytest.raises(PrivacyError) as failure:
             check(settings)
@@ -128,7 +128,7 @@ def test_a_lake_refuses_a_user_key_secret_other_than_the_one_of_its_keys(monkeyp
     (tmp_path / "raw").mkdir()
     monkeypatch.setenv("FITBIT_RAW_DIR", str(tmp_path / "raw"))
     monkeypatch.setenv("FITBIT_LAKE_DIR", str(lake))
-    for command in (["run"], ["produce"]):
+    for command in (["run"], ["produce"], ["steps", "bronze,silver"], ["stream"]):
         assert cli.main(command) == 2
         assert capsys.readouterr().err == f"error: {message}\n"
 

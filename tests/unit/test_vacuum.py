@@ -138,6 +138,14 @@ def test_clean_lake_deletes_what_runs_wrote_under_the_configured_lake_and_keeps_
     assert sorted(p.name for p in lake.iterdir()) == sorted({k.split("/")[0] for k in kept})
     assert all((lake / k).read_text() == "x" for k in kept)
 
+    # the secret's fingerprint goes too, also where the lake keeps no generated secret (a workspace's conf)
+    no_secret_file = settings.with_overrides(**{"privacy.fingerprint_file": "_keys/fingerprint"})
+    no_secret_file.raw["privacy"]["lake_secret_file"] = ""
+    (lake / "_keys").mkdir()
+    (lake / "_keys" / "fingerprint").write_text("x")
+    clean_lake(no_secret_file)
+    assert sorted(p.name for p in lake.iterdir()) == sorted({k.split("/")[0] for k in kept})
+
 
 def test_clean_lake_is_refused_while_a_step_writes_the_lake(settings, tmp_path):
     from fitbit_lakehouse.maintenance import clean_lake
