@@ -510,11 +510,15 @@ def silver_versions_file(settings: Settings):
 EVERYTHING = "everything"   # a scope: every user-day that silver holds (found while gold reads it)
 
 
+def silver_versions(lake: Lake) -> dict[str, int]:
+    versions = {t: lake.version("silver", t) for t in SILVER_INPUTS}
+    return {t: v for t, v in versions.items() if v is not None}
+
+
 def changed_scope(lake: Lake, since: dict[str, int]) -> tuple[Scope | str | None, dict[str, int]]:
     """The user-days whose silver rows changed after the versions in `since` (EVERYTHING when gold has
     read none of them yet), and the versions now."""
-    versions = {t: lake.version("silver", t) for t in SILVER_INPUTS}
-    versions = {t: v for t, v in versions.items() if v is not None}
+    versions = silver_versions(lake)
     if versions and not set(since) & set(versions):
         return EVERYTHING, versions
     try:
@@ -616,7 +620,9 @@ def run_gold(spark, settings: Settings, start: date | None = None, end: date | N
     since = json.loads(state.read_text()) if state.exists() else {}
     rebuild_all = _upgrade_layout(lake, settings)
     if rebuild_all or start is not None or end is not None:
-        scope, versions = range_scope(lake, *((None, None) if rebuild_all else (start, end))), None
+        # all of gold rebuilt covers silver as it is now (versions read first: a later commit is read next time)
+        versions = silver_versions(lake) if rebuild_all else None
+        scope = range_scope(lake, *((None, None) if rebuild_all else (start, end)))
     else:
         scope, versions = changed_scope(lake, since)
     changes = {}

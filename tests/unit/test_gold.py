@@ -475,11 +475,15 @@ def test_gold_built_with_other_kpi_settings_is_rebuilt_whole(spark, base_setting
                                       "fitbit_id bigint, user_key string"), "silver", IDENTITY)
     # (day, steps, very, fairly, lightly, sedentary): active 300 and 200 minutes, mvpa 40 and 10
     days = [(date(2016, 4, 12), 12000, 25, 15, 260, 700), (date(2016, 4, 13), 5000, 5, 5, 190, 900)]
-    lake.append(spark.createDataFrame([(U1, d, steps, 8.0, 2000, v, f, li, se) for d, steps, v, f, li, se in days],
-                                      "fitbit_id bigint, activity_date date, total_steps bigint, total_distance double, "
-                                      "calories bigint, very_active_minutes bigint, fairly_active_minutes bigint, "
-                                      "lightly_active_minutes bigint, sedentary_minutes bigint"),
-                "silver", "daily_activity", properties={"delta.enableChangeDataFeed": "true"})
+
+    def add(rows: list[tuple]) -> None:
+        lake.append(spark.createDataFrame([(U1, d, steps, 8.0, 2000, v, f, li, se) for d, steps, v, f, li, se in rows],
+                                          "fitbit_id bigint, activity_date date, total_steps bigint, total_distance "
+                                          "double, calories bigint, very_active_minutes bigint, fairly_active_minutes "
+                                          "bigint, lightly_active_minutes bigint, sedentary_minutes bigint"),
+                    "silver", "daily_activity", properties={"delta.enableChangeDataFeed": "true"})
+
+    add(days)
 
     def scores() -> dict:
         return {r["date_key"]: (round(r["activity_score"], 6), r["daily_segment"])
@@ -497,6 +501,9 @@ def test_gold_built_with_other_kpi_settings_is_rebuilt_whole(spark, base_setting
     assert scores() == by_hand(10000, [("High", 270), ("Medium", 180), ("Low", 0)])
     assert run_gold(spark, settings)["user_days"] == 0   # nothing new, same settings: nothing to do
 
+    later = [(date(2016, 4, 14), 9000, 20, 20, 200, 800)]   # a day silver took since gold last ran
+    add(later)
+    days += later
     changed = settings.with_overrides(**{"kpi.activity": {"steps_goal": 20000}, "kpi.segments": [
         {"name": "High", "min_active_minutes": 250}, {"name": "Low", "min_active_minutes": 0}]})
     with caplog.at_level(logging.WARNING, logger="fitbit_lakehouse.gold"):
@@ -504,7 +511,7 @@ def test_gold_built_with_other_kpi_settings_is_rebuilt_whole(spark, base_setting
     assert scores() == by_hand(20000, [("High", 250), ("Low", 0)])
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "built with other KPI settings (kpi.activity.steps_goal: 10000 -> 20000, kpi.segments: " in said
-    assert run_gold(spark, changed)["user_days"] == 0   # rebuilt once
+    assert run_gold(spark, changed)["user_days"] == 0   # rebuilt once, and silver's versions noted with it
 
 
 def test_gold_before_any_record_says_where_to_start(spark, base_settings, tmp_path):
