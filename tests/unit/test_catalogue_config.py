@@ -247,6 +247,11 @@ def test_settings_under_maps_of_the_users_own_keys_are_taken(tmp_path):
         s.with_overrides(**{"silver.max_file_per_trigger": 2})   # stream.settings and parameters go this way
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)
+    dotted_inside = load_settings(env="local", conf_dir=CONF, environ={"FITBIT_SETTINGS": json.dumps(
+        {"kpi": {"activity.steps_goal": 7000}})})   # a dotted key inside a mapping is the setting it names
+    assert dotted_inside.get("kpi.activity.steps_goal") == 7000 and "activity.steps_goal" not in dotted_inside.get("kpi")
+    (conf / "local.yml").write_text("kafka:\n  broker.heap: 1g\n")
+    assert load_settings(env="local", conf_dir=conf, environ={}).get("kafka.broker.heap") == "1g"
     (conf / "local.yml").write_text("storage:\n  kind: path\nproducer:\n  sped: 2\n")
     with pytest.raises(ConfigError, match=r"local.yml: producer.sped is not a setting; did you mean producer.speed"):
         load_settings(env="local", conf_dir=conf, environ={})
