@@ -321,6 +321,10 @@ def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: P
             if not len(rows):
                 continue
             sent_to = _line_end(data, int(lines.ends[rows[-1]]))
+            if sent_to == int(lines.ends[rows[-1]]) == len(data):
+                # a last line without its line ending may be cut off mid-write: sent, but recorded as
+                # unsent, so once the file grows the whole line goes again (silver keeps the one received later)
+                sent_to = int(lines.starts[rows[-1]])
             done = (name, stat, sent_to, hashlib.sha256(data[:sent_to]).hexdigest())
             if pacing:   # released later, in event-time order across files, one row per message
                 paced += [(kind, name, lines, int(i)) for i in rows]

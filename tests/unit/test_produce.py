@@ -282,6 +282,32 @@ def test_months_given_one_folder_at_a_time_then_together_are_not_sent_again(tmp_
     assert send(first) == [] and send(second) == []
 
 
+def test_a_last_line_cut_off_mid_write_is_sent_again_whole_once_the_file_grows(tmp_path, base_settings):
+    """The export is still writing the file: its last line has no line ending yet (calories 23 of 2317).
+    It is sent, as a file may end without one; when the file grows, the whole line goes again with what
+    follows (silver keeps the one received later); a file that does not change sends nothing again."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    daily = raw / "dailyActivity_merged.csv"
+    header = ",".join(c.source for c in BY_KIND["dailyActivity"].columns)
+    whole = "1503960366,4/12/2016,13162,8.5,8.5,0,1.88,0.55,6.06,0,25,13,328,728,1985"
+    cut = "1503960366,4/13/2016,10735,6.97,6.97,0,1.57,0.69,4.71,0,21,19,217,776,23"
+    daily.write_bytes(f"{header}\r\n{whole}\r\n{cut}".encode())
+    sources = [(daily, BY_KIND["dailyActivity"])]
+
+    def send() -> list[str]:
+        fake = FakeProducer()
+        P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=fake)
+        return [line for _, _, line in _sent_lines(fake)]
+
+    assert send() == [whole, cut]
+    assert send() == []   # unchanged: not even read
+    with open(daily, "ab") as f:
+        f.write(b"17\r\n1503960366,4/14/2016,9762,6.28,6.28,0,2.14,1.26,2.83,0,29,11,181,1218,1776\r\n")
+    assert send() == [cut + "17", "1503960366,4/14/2016,9762,6.28,6.28,0,2.14,1.26,2.83,0,29,11,181,1218,1776"]
+    assert send() == []
+
+
 def test_a_file_changed_in_place_is_sent_whole(tmp_path, base_settings):
     raw, sources = _sources(tmp_path)
     P.produce(base_settings, sources, raw, speed=0, ledger=_ledger(tmp_path), producer=FakeProducer())
