@@ -175,12 +175,12 @@ def fact_heart_rate_hourly(heart_rate: DataFrame, identity: DataFrame) -> DataFr
 
 
 def fact_weight(weight_log: DataFrame, identity: DataFrame, secret: str) -> DataFrame:
-    """Weigh-ins, keyed by an HMAC of the log id: the raw LogId is public in the Kaggle files and
-    would lead back to the Fitbit Id."""
+    """Weigh-ins, keyed by an HMAC of the user's Id and the log id (a weigh-in's natural key: users share
+    LogIds): the raw LogId is public in the Kaggle files and would lead back to the Fitbit Id."""
     return _keyed(weight_log.select(
         "fitbit_id", date_key("logged_at").alias("date_key"), "logged_at", "weight_kg", "bmi",
         F.col("fat").alias("fat_pct"), F.col("is_manual_report").alias("is_manual"),
-        user_key_column("log_id", secret).alias("weigh_in_key")), identity)
+        user_key_column(F.concat_ws(":", "fitbit_id", "log_id"), secret).alias("weigh_in_key")), identity)
 
 
 def goal_alerts(hourly_steps: DataFrame, identity: DataFrame, goal: int) -> DataFrame:
@@ -564,8 +564,9 @@ def range_scope(lake: Lake, start: date | None, end: date | None) -> Scope | str
 
 # Bumped when gold tables change their columns: layout -> the tables whose columns changed in it.
 # A lake of an older layout has those tables dropped and all of gold rebuilt from silver once.
-GOLD_LAYOUT = 2
-LAYOUT_CHANGES = {2: ["fact_weight"]}   # log_id -> weigh_in_key (the raw LogId leads back to the Id)
+GOLD_LAYOUT = 3
+LAYOUT_CHANGES = {2: ["fact_weight"],   # log_id -> weigh_in_key (the raw LogId leads back to the Id)
+                  3: ["fact_weight"]}   # weigh_in_key of Id and LogId: users share LogIds
 
 
 def _layout_marker(settings: Settings):

@@ -149,8 +149,8 @@ def user_key(fitbit_id: int | str, secret: str) -> str:
 
 
 def user_key_column(fitbit_id, secret: str):
-    """user_key() as a Spark expression over a bigint column (RFC 2104 spelled out with sha2), so
-    Spark computes it without a Python UDF or a join."""
+    """user_key() as a Spark expression over a bigint column, or of any column's text (RFC 2104 spelled
+    out with sha2), so Spark computes it without a Python UDF or a join."""
     from pyspark.sql import functions as F
 
     block = 64

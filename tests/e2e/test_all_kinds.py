@@ -183,6 +183,7 @@ def test_gold_follows_every_kind(run):
     lake = run["lake"]
     weights = _winners(expected["weight_log"], "weight_log")
     assert lake.count("gold", "fact_weight") == len(weights)
+    assert lake.read("gold", "fact_weight").select("weigh_in_key").distinct().count() == len(weights)   # one each
     heart = _winners(expected["heart_rate"], "heart_rate")
     hr = lake.read("gold", "fact_heart_rate_hourly").toPandas()
     assert hr["readings"].sum() == len(heart)

@@ -361,6 +361,22 @@ def _reference_alerts(hours, goal=10000) -> dict:
     return expected
 
 
+def test_a_weigh_in_key_names_one_weigh_in_though_users_share_log_ids(spark, identity):
+    """The Kaggle weight file gives two users the same LogId (same second, same export): the key is an
+    HMAC of the Id and the LogId, the weigh-in's natural key, so no two weigh-ins share it."""
+    from fitbit_lakehouse.gold import fact_weight
+
+    shared = 1460937599000
+    rows = spark.createDataFrame([(U1, ts("2016-04-17 23:59:59"), 52.6, 22.6, None, True, shared),
+                                  (U2, ts("2016-04-17 23:59:59"), 84.0, 27.4, 21.0, False, shared)],
+                                 "fitbit_id bigint, logged_at timestamp_ntz, weight_kg double, bmi double, fat double, "
+                                 "is_manual_report boolean, log_id bigint")
+    got = {r["user_key"]: r["weigh_in_key"] for r in fact_weight(rows, identity, SECRET).collect()}
+    want = {key(i): hmac.new(SECRET.encode(), f"{i}:{shared}".encode(), hashlib.sha256).hexdigest()[:32]
+            for i in (U1, U2)}
+    assert got == want and len(set(got.values())) == 2
+
+
 def test_goal_reference_by_hand():
     assert _reference_alerts(GOAL_HOURS) == {(U1, date(2016, 4, 12)): (ts("2016-04-12 11:00:00"), 10000),
                                              (U2, date(2016, 4, 12)): (ts("2016-04-12 00:00:00"), 12000)}
