@@ -138,6 +138,14 @@ def _refuse_unknown(known: Mapping, dotted_values: Mapping[str, Any], where: str
         raise ConfigError(f"{where}: {first} is not a setting{hint}{more}")
 
 
+def setting_differences(before: Any, now: Any, path: str) -> list[str]:
+    """The dotted settings under `path` that differ between two trees, as `key: before -> now`."""
+    if isinstance(before, Mapping) and isinstance(now, Mapping):
+        return [d for key in sorted(set(before) | set(now), key=str)
+                for d in setting_differences(before.get(key), now.get(key), f"{path}.{key}")]
+    return [] if before == now else [f"{path}: {before} -> {now}"]
+
+
 # environment variable, the levels it takes (Python's logging; Spark's log4j), its default
 LOG_LEVELS = (("FITBIT_LOG_LEVEL", ("debug", "info", "warning", "warn", "error", "critical"), "info"),
               ("SPARK_LOG_LEVEL", ("all", "trace", "debug", "info", "warn", "error", "fatal", "off"), "error"))

@@ -17,13 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
-from typing import Any
 
 from pyspark import inheritable_thread_target
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .config import Settings
+from .config import Settings, setting_differences
 from .privacy import user_key_column, user_key_secret
 from .silver import IDENTITY
 from .tables import KeyRange, Lake, WriteMetrics, change_feed_gone, sql_literal, union_all
@@ -591,16 +590,10 @@ def _upgrade_layout(lake: Lake, settings: Settings) -> bool:
     kpi_changed = "kpi" in built and built["kpi"] != settings.get("kpi")   # a marker from before: as now
     if kpi_changed:
         log.warning("gold: built with other KPI settings (%s): rebuilding gold from silver",
-                    ", ".join(_differences(built["kpi"], settings.get("kpi"), "kpi")))
+                    ", ".join(setting_differences(built["kpi"], settings.get("kpi"), "kpi")))
     return layout < GOLD_LAYOUT or kpi_changed
 
 
-def _differences(before: Any, now: Any, path: str) -> list[str]:
-    """The dotted settings that differ, as `key: before -> now`."""
-    if isinstance(before, dict) and isinstance(now, dict):
-        return [d for key in sorted(set(before) | set(now), key=str)
-                for d in _differences(before.get(key), now.get(key), f"{path}.{key}")]
-    return [] if before == now else [f"{path}: {before} -> {now}"]
 
 
 class NothingToBuild(RuntimeError):

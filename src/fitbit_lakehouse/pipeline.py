@@ -175,6 +175,8 @@ def settings_from_params(**params) -> Settings:
     for noisy in ("py4j", "mlflow", "alembic", "matplotlib", "traitlets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.ERROR)   # kafka-python's timing warnings are not for users
+    if STEP_WARNINGS not in logging.getLogger("fitbit_lakehouse").handlers:
+        logging.getLogger("fitbit_lakehouse").addHandler(STEP_WARNINGS)
     mapping = {**JOB_PARAMETERS, "bronze_trigger": "bronze.trigger", "silver_trigger": "silver.trigger",
                "speed": "producer.speed"}
     return settings.with_overrides(**{mapping.get(k, k): v for k, v in params.items()})
@@ -188,8 +190,27 @@ def notebook_settings(**cell_values) -> tuple[Settings, dict]:
     return settings_from_params(**job_params), {k: v for k, v in params.items() if k not in JOB_PARAMETERS}
 
 
+class _StepWarnings(logging.Handler):
+    """The pipeline's warnings while a step runs, kept for its report: make run prints them under the
+    step's line (a notebook kernel's log lines reach only its notebook)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def take(self) -> list[str]:
+        taken, self.messages = self.messages, []
+        return taken
+
+
+STEP_WARNINGS = _StepWarnings()
+
+
 def _timed_report(settings: Settings, step: str, started: float, payload: dict) -> dict:
-    payload = {**payload, "seconds": round(time.monotonic() - started, 1)}
+    payload = {**payload, "seconds": round(time.monotonic() - started, 1), "warnings": STEP_WARNINGS.take()}
     with write_errors_said(settings, step):
         settings.reports_dir.mkdir(parents=True, exist_ok=True)
         (settings.reports_dir / f"{step}.json").write_text(json.dumps(payload, indent=2, default=str))
@@ -420,6 +441,8 @@ def execute_notebooks(settings: Settings, runs: list[NotebookRun], out_dir: Path
             records = f"{summary['records']:>12,} {counted(summary['records'], summary.get('unit', ''))}" \
                 if "records" in summary else ""
             print(f"{run.name:<12} {records:<36} {time.monotonic() - started:7.1f} s", flush=True)
+            for warning in summary.get("warnings") or []:
+                print(f"{'':12} warning: {warning}", flush=True)
     except KeyboardInterrupt:
         # the kernel (a session of its own, so Ctrl-C reaches only this process) is stopped below, as a
         # crash would stop it: the lake keeps what its writes committed, and the next run goes on

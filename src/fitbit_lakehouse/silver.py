@@ -26,9 +26,10 @@ from pyspark import StorageLevel, inheritable_thread_target
 
 from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructField, StructType
 
 from .catalogue import BY_KIND, KINDS, SILVER_TABLES, UNKNOWN_KIND, FileKind, kinds_for_table
-from .config import Settings
+from .config import Settings, setting_differences
 from .privacy import knows_its_secret, remember_secret, user_key_column, user_key_secret
 from .quality import Reconciliation, Rules, collect_reasons, column_reasons, row_reasons, typed_value
 from .spark import trigger_of
@@ -452,9 +453,34 @@ def require_the_identities_secret(lake: Lake, settings: Settings) -> None:
         remember_secret(settings, user_key_secret(settings), (stored[0][0], stored[0][1]))
 
 
+def rules_marker(settings: Settings) -> Path:
+    return settings.checkpoints_dir / "silver" / "rules.json"
+
+
+def note_the_rules(settings: Settings) -> None:
+    """Validation rules apply to records as they arrive: a rule changed since silver last ran is said
+    once, as the rows silver holds were checked with the earlier one."""
+    marker, rules = rules_marker(settings), settings.get("validation.rules")
+    before = json.loads(marker.read_text()) if marker.exists() else None
+    if before is not None and before != rules:
+        log.warning("silver: validation rules changed since silver last ran (%s): they apply to records from "
+                    "now on; the rows silver holds were checked with the earlier ones (make clean-lake, then "
+                    "make run, checks them all again)",
+                    ", ".join(setting_differences(before, rules, "validation.rules")))
+    if before != rules:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(rules))
+
+
 def start_silver(spark, settings: Settings, trigger: str | None = None, carry_over: bool = True):
     lake = Lake(spark, settings)
     require_the_identities_secret(lake, settings)
+    note_the_rules(settings)
+    if not lake.exists("silver", QUARANTINE) and lake.exists("bronze", BRONZE_EVENTS):
+        # the contract's table is there from the start, also while no record has been bad
+        shape = unknown_quarantine(parse_events(lake.read("bronze", BRONZE_EVENTS).limit(0))).schema
+        lake.create("silver", QUARANTINE, StructType([StructField(f.name, f.dataType, True) for f in shape]),
+                    SILVER_PROPERTIES)
     if carry_over:
         carry_over_if_checkpoint_lost(lake, settings)
     options = {"maxFilesPerTrigger": settings.get("silver.max_files_per_trigger")}

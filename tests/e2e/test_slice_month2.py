@@ -72,6 +72,9 @@ def test_every_row_reaches_bronze_and_reconciles(lake, csv):
     assert all(r["holds"] for r in lake["reconciliation"])
     by_table = {r["table"]: r for r in lake["reconciliation"]}
     assert by_table["sleep_day"]["duplicates"] == len(csv["sleep_raw"]) - len(csv["sleep"])
+    # these files hold no bad record: silver/quarantine (CONTRACT) is there all the same, and empty
+    assert sum(r["quarantined"] for r in lake["reconciliation"]) == 0
+    assert lake["lake"].exists("silver", "quarantine") and lake["lake"].count("silver", "quarantine") == 0
 
 
 def test_a_count_that_is_off_fails_the_silver_step_loudly(lake, settings, spark, test_root):

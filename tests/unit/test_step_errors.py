@@ -189,3 +189,29 @@ def test_the_jvms_start_notice_is_kept_off_stderr_and_two_threads_starting_spark
     err = capfd.readouterr().err
     assert err.count("a line of the JVM\n") == 2 and err.count("and its last words") == 2, err
     assert "incubator" not in err
+
+
+def test_a_changed_validation_rule_is_said_once_and_reaches_make_runs_console(base_settings, tmp_path):
+    """Rules apply to records as they arrive: a limit changed since silver last ran is said once, with
+    what changed, and the step's report carries it, which make run prints under the step's line (a
+    notebook kernel's log lines reach only its notebook)."""
+    import json
+
+    from fitbit_lakehouse.pipeline import STEP_WARNINGS, _timed_report, settings_from_params
+    from fitbit_lakehouse.silver import note_the_rules
+
+    settings_from_params()   # what each notebook does first: the step's warnings are kept from then on
+    settings = base_settings.with_overrides(**{"paths.lake_dir": str(tmp_path / "lake")})
+    stricter = settings.with_overrides(**{"validation.rules.heart_rate_out_of_range.max": 100})
+    STEP_WARNINGS.take()
+    note_the_rules(settings)   # a lake's first silver run: nothing to compare with
+    note_the_rules(settings)
+    assert _timed_report(settings, "silver", 0.0, {"records": 0})["warnings"] == []
+    note_the_rules(stricter)
+    note_the_rules(stricter)   # said once
+    report = _timed_report(settings, "silver", 0.0, {"records": 0})
+    assert len(report["warnings"]) == 1 and report["warnings"][0].startswith(
+        "silver: validation rules changed since silver last ran (validation.rules.heart_rate_out_of_range.max: "
+        f"{settings.get('validation.rules.heart_rate_out_of_range.max')} -> 100): they apply to records from now on")
+    assert json.loads((settings.reports_dir / "silver.json").read_text())["warnings"] == report["warnings"]
+    assert _timed_report(settings, "silver", 0.0, {"records": 0})["warnings"] == []   # taken once
