@@ -71,9 +71,10 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
         node[leaf] = value
 
 
-# Maps whose keys are the user's own (Spark's and Delta's settings, topic configs, a rule's limits):
-# any key is taken below them. Everywhere else a key conf/ does not have is a typo.
-OPEN_MAPS = ("spark.conf", "kafka.topic_config", "stream.settings", "stream.delta_conf", "validation.rules.*")
+# Maps whose keys are the user's own (Spark's and Delta's settings, topic configs, a stream's bounds):
+# any key is taken below them. Everywhere else a key conf/ does not have is a typo, except these.
+OPEN_MAPS = ("spark.conf", "kafka.topic_config", "stream.settings", "stream.delta_conf")
+ALSO_TAKEN = {"validation.rules.*.enabled": bool}   # a rule switched off (quality.Rules)
 
 
 def _dotted_keys(tree: Mapping, prefix: str = "") -> list[str]:
@@ -114,16 +115,45 @@ def unknown_settings(known: Mapping, dotted_values: Mapping[str, Any]) -> list[s
     for dotted, _ in (pair for k, v in dotted_values.items() for pair in _flat(str(k), v)):
         node: Any = known
         path: list[str] = []
-        for part in dotted.split("."):
+        parts = dotted.split(".")
+        for part in parts:
             if path and _is_open(".".join(path)):
                 break
             path.append(part)
             if not isinstance(node, Mapping) or part not in node:
+                if len(path) == len(parts) and isinstance(node, Mapping) and _also_taken(dotted):
+                    break   # e.g. a rule's `enabled`, which conf/ leaves out
                 if ".".join(path) not in unknown:
                     unknown.append(".".join(path))
                 break
             node = node[part]
     return unknown
+
+
+def _also_taken(dotted: str) -> type | None:
+    from fnmatch import fnmatchcase
+
+    return next((kind for pattern, kind in ALSO_TAKEN.items() if fnmatchcase(dotted, pattern)), None)
+
+
+def mistyped_settings(known: Mapping, dotted_values: Mapping[str, Any]) -> list[str]:
+    """`key (what it takes, not what was given)` for each value that is not of its setting's kind: a
+    switch takes true or false (the text "false" would leave it on), a number a number (a goal of "8k"
+    would fail deep in gold, after bronze and silver had run)."""
+    wrong = []
+    for dotted, value in (pair for k, v in dotted_values.items() for pair in _flat(str(k), v)):
+        current: Any = known
+        for part in dotted.split("."):
+            current = current.get(part) if isinstance(current, Mapping) else None
+        kind = _also_taken(dotted) or (bool if isinstance(current, bool) else
+                                      float if isinstance(current, (int, float)) else None)
+        if value is None or kind is None:
+            continue
+        if kind is bool and not isinstance(value, bool):
+            wrong.append(f"{dotted} takes true or false, not {value!r}")
+        elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            wrong.append(f"{dotted} takes a number, not {value!r}")
+    return wrong
 
 
 def _refuse_unknown(known: Mapping, dotted_values: Mapping[str, Any], where: str) -> None:
@@ -136,6 +166,9 @@ def _refuse_unknown(known: Mapping, dotted_values: Mapping[str, Any], where: str
         hint = f"; did you mean {close[0]}?" if close else "; conf/base.yml lists every setting"
         more = f" (and {len(unknown) - 1} more: {', '.join(unknown[1:4])})" if len(unknown) > 1 else ""
         raise ConfigError(f"{where}: {first} is not a setting{hint}{more}")
+    mistyped = mistyped_settings(known, dotted_values)
+    if mistyped:
+        raise ConfigError(f"{where}: {'; '.join(mistyped)}")
 
 
 def setting_differences(before: Any, now: Any, path: str) -> list[str]:

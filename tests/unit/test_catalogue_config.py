@@ -212,6 +212,12 @@ def test_load_settings_fitbit_settings_variable():
     ({"validation.rules.negative_values.enabled": False}, "validation.rules.negative_values is not a setting; "
                                                           "did you mean validation.rules.negative_value?"),
     ({"zzz": 1, "kpi.zzz": 2}, "zzz is not a setting; conf/base.yml lists every setting \\(and 1 more: kpi.zzz\\)"),
+    ({"validation.rules.heart_rate_out_of_range.maximum": 100},
+     "validation.rules.heart_rate_out_of_range.maximum is not a setting; did you mean "
+     "validation.rules.heart_rate_out_of_range.max?"),
+    ({"validation.rules.negative_value.enabled": "false"},   # the text would leave the rule on
+     "validation.rules.negative_value.enabled takes true or false, not 'false'"),
+    ({"kpi.activity.steps_goal": "8k"}, "kpi.activity.steps_goal takes a number, not '8k'"),   # failed in gold
 ])
 def test_a_misspelled_setting_is_one_line_that_names_the_setting_meant(settings, says):
     """A typo in FITBIT_SETTINGS used to be taken silently: the run went on with the default."""
