@@ -597,7 +597,18 @@ def _upgrade_layout(lake: Lake, settings: Settings) -> bool:
 
 
 class NothingToBuild(RuntimeError):
-    """Gold was asked for before silver holds anything."""
+    """Gold was asked for before silver holds anything, or read as built with other KPI settings."""
+
+
+def require_gold_of(settings: Settings) -> None:
+    """For a reader of gold that reports the KPI settings (insights, its MLflow run): gold built with
+    other ones would be reported as made with these."""
+    marker = _layout_marker(settings)
+    built = json.loads(marker.read_text()).get("kpi") if marker.exists() else None
+    if built is not None and built != settings.get("kpi"):
+        raise NothingToBuild(f"gold was built with other KPI settings "
+                             f"({', '.join(setting_differences(built, settings.get('kpi'), 'kpi'))}): run 04_gold "
+                             f"with these first (make run, or python -m fitbit_lakehouse gold)")
 
 
 def run_gold(spark, settings: Settings, start: date | None = None, end: date | None = None) -> dict:

@@ -740,6 +740,9 @@ def run_insights(spark, settings: Settings) -> dict:
     """Read gold (and silver's quarantine and reconciliation), train and register the learned segments,
     write the Markdown and HTML reports with their charts; all in one MLflow run. When none of the tables
     it reads has a new version and no setting it follows changed, the last report stands (no new run)."""
+    from .gold import require_gold_of
+
+    require_gold_of(settings)
     inputs_now = report_inputs(Lake(spark, settings), settings)
     kept = _kept_report(settings, inputs_now)
     if kept is not None:

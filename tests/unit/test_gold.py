@@ -529,6 +529,13 @@ def test_gold_built_with_other_kpi_settings_is_rebuilt_whole(spark, base_setting
     assert "built with other KPI settings (kpi.activity.steps_goal: 10000 -> 20000, kpi.segments: " in said
     assert run_gold(spark, changed)["user_days"] == 0   # rebuilt once, and silver's versions noted with it
 
+    from fitbit_lakehouse.gold import NothingToBuild, require_gold_of
+
+    require_gold_of(changed)   # what insights asks before it reports (and logs the KPI settings to MLflow)
+    with pytest.raises(NothingToBuild, match=r"^gold was built with other KPI settings \(kpi.activity.steps_goal: "
+                                             r"20000 -> 10000, .*\): run 04_gold with these first"):
+        require_gold_of(settings)
+
 
 def test_gold_before_any_record_says_where_to_start(spark, base_settings, tmp_path):
     """A pipeline job run on a fresh lake before the producer: bronze and silver take nothing, and gold
