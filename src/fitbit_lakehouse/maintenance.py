@@ -129,7 +129,8 @@ def vacuum_lake(settings: Settings, retain_hours: int | None = None, dry_run: bo
         tables = _open_tables(settings)
         unread = unread_commits(settings, tables)
         # every table planned before any is vacuumed: a refusal deletes nothing
-        plans = [_plan(path, table, hours, cutoff_ms, unread, force) for path, table in tables.items()]
+        # (a dry run deletes nothing, so it lists what a retention under the tables' own would take too)
+        plans = [_plan(path, table, hours, cutoff_ms, unread, force or dry_run) for path, table in tables.items()]
         return [plan.result if dry_run or plan.result.kept_because else plan.execute() for plan in plans]
 
 
