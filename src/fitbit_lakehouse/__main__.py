@@ -68,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     lb.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab (after --)")
     a = sub.add_parser("alerts", help="print goal alerts from the alerts topic as they arrive")
     a.add_argument("--latest", action="store_true", help="only alerts from now on")
-    sub.add_parser("synthetic", help="write the synthetic data set into FITBIT_RAW_DIR")
+    sy = sub.add_parser("synthetic", help="write the synthetic data set (every Kaggle file of both months, with "
+                                          "their formats and quirks) into FITBIT_RAW_DIR")
+    sy.add_argument("--users", type=int, help="users (default: synthetic.users in conf/base.yml)")
+    sy.add_argument("--days", type=int, help="days in all, half in each month (default: synthetic.days)")
+    sy.add_argument("--seed", type=int, help="random seed: the same seed writes the same files (default: synthetic.seed)")
+    sy.add_argument("--clean", action="store_true", help="without the few bad rows it plants for quarantine")
     sub.add_parser("setup", help="check Java, resolve the Kafka broker's and Spark's jars (once)")
     k = sub.add_parser("kafka", help="the local broker")
     k.add_argument("action", choices=["up", "down", "status"])
@@ -233,10 +238,11 @@ def _dispatch(args, settings) -> int:
     elif args.command == "synthetic":
         from .synthetic import generate
 
-        paths = generate(settings.raw_dir, users=settings.get("synthetic.users"),
-                         days=settings.get("synthetic.days"), seed=settings.get("synthetic.seed"),
+        paths = generate(settings.raw_dir, users=args.users or settings.get("synthetic.users"),
+                         days=args.days or settings.get("synthetic.days"),
+                         seed=settings.get("synthetic.seed") if args.seed is None else args.seed,
                          heart_rate_users=settings.get("synthetic.heart_rate_users"),
-                         dirty_rows=settings.get("synthetic.dirty_rows"))
+                         dirty_rows=settings.get("synthetic.dirty_rows") and not args.clean)
         print(f"wrote {len(paths)} files under {settings.raw_dir}")
     elif args.command == "setup":
         from .kafka_broker import LocalBroker, build_broker_cds_archive
