@@ -218,11 +218,15 @@ class SourceScan:
     archives: list[Path] = field(default_factory=list)   # zip files (the Kaggle download, not unzipped)
 
 
-def _month_order(path: Path) -> tuple:
-    """Month-1 folders before month-2 ones, so replays run in the order of time."""
+UNKNOWN_MONTH = (9999, 99, 99)
+
+
+def month_order(path: Path) -> tuple:
+    """Month-1 folders before month-2 ones, so replays run in the order of time (a file of no month
+    folder: UNKNOWN_MONTH, last)."""
     match = _MONTH_DIR.search(str(path.parent))
     if not match:
-        return (9999, 99, 99)
+        return UNKNOWN_MONTH
     month, day, year = (int(match.group(i)) for i in (1, 2, 3))
     return (year, month, day)
 
@@ -241,7 +245,7 @@ def scan_sources(raw_dir: Path) -> SourceScan:
         # a linked folder is not walked into: one that leads out of the raw folder is refused like a linked file
         scan.outside += [Path(folder) / name for name in sorted(subfolders) if (Path(folder) / name).is_symlink()
                          and not (Path(folder) / name).resolve().is_relative_to(root)]
-    for path in sorted(found, key=lambda p: (_month_order(p), str(p))):
+    for path in sorted(found, key=lambda p: (month_order(p), str(p))):
         if path.suffix.lower() == ".zip":
             scan.archives.append(path)
         if not path.is_file() or path.suffix.lower() != ".csv":

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .catalogue import (HEADER_COLUMNS, HEADER_FILE, HEADER_KIND, HEADER_ROW, PY_DATE_FORMAT, PY_TIMESTAMP_FORMAT,
-                        FileKind, SourceScan, scan_sources)
+                        UNKNOWN_MONTH, FileKind, SourceScan, month_order, scan_sources)
 from .config import Settings
 from .kafka_broker import BrokerError, LocalBroker, make_producer
 from .privacy import user_key, user_key_secret
@@ -163,6 +163,15 @@ class SendLedger:
         return next((entry for other, entry in current + earlier
                      if Path(other).name == Path(name).name and holds_the_start(entry, data)), None)
 
+    def later_month_sent(self, path: Path, name: str) -> str | None:
+        """A file of the same name from a later month folder, sent before this one (month 1 after month 2)."""
+        month = month_order(path)
+        if month == UNKNOWN_MONTH:
+            return None
+        return next((other for other in self._all.get(self.stream, {})
+                     if Path(other).name == Path(name).name and UNKNOWN_MONTH != month_order(Path(other)) > month),
+                    None)
+
     def record(self, name: str, stat: os.stat_result, sent_bytes: int, head_sha256: str) -> None:
         entries = self._all.setdefault(self.stream, {})
         replaced = entries.get(name)
@@ -286,6 +295,7 @@ def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: P
     started = time.monotonic()
     pacing = bool(speed and speed > 0)
     paced, acknowledged = [], []   # paced rows, and their files for the ledger once sent
+    said_later_month = False
     try:
         for path, kind in sources:
             name = source_name(path, raw_dir)
@@ -306,6 +316,14 @@ def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: P
                     summary.skipped_files += 1
                     continue
                 entry = moved or entry
+            if entry is None and ledger is not None and not replay and not said_later_month:
+                later = ledger.later_month_sent(path, name)
+                if later is not None:   # the months overlap on one day: the one received later wins there
+                    said_later_month = True
+                    log.warning("%s is of an earlier month than %s, which was sent before it: on the day the "
+                                "months share, the earlier month's hourly and minute rows (received later) replace "
+                                "the later month's, daily summaries keep the one with more steps. Load month 1 "
+                                "first, or both at once (README)", name, later)
             lines = split_lines(data)
             if lines is None or not len(lines):
                 continue

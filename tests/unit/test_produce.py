@@ -276,7 +276,7 @@ def test_months_given_one_folder_at_a_time_then_together_are_not_sent_again(tmp_
         return [line for _, _, line in _sent_lines(fake)]
 
     first, second = (raw / folder for folder in months)
-    assert send(first) == ["1503960366,4/11/2016 1:00:00 AM,5"]
+    assert send(first) == ["1503960366,4/11/2016 1:00:00 AM,5"]   # month 1 first: nothing to say
     assert send(second) == ["1503960366,4/12/2016 1:00:00 AM,5"]
     assert send(raw) == []
     assert send(first) == [] and send(second) == []
@@ -306,6 +306,33 @@ def test_a_last_line_cut_off_mid_write_is_sent_again_whole_once_the_file_grows(t
         f.write(b"17\r\n1503960366,4/14/2016,9762,6.28,6.28,0,2.14,1.26,2.83,0,29,11,181,1218,1776\r\n")
     assert send() == [cut + "17", "1503960366,4/14/2016,9762,6.28,6.28,0,2.14,1.26,2.83,0,29,11,181,1218,1776"]
     assert send() == []
+
+
+def test_month_1_sent_after_month_2_is_said_once(tmp_path, base_settings, caplog):
+    """Where the months overlap the record received later wins (CONTRACT): month 1 after month 2 replaces
+    month 2's hourly and minute rows of that day. It is sent (the order is the user's), with one warning."""
+    import logging
+
+    from fitbit_lakehouse.catalogue import scan_sources
+
+    raw = tmp_path / "raw"
+    month2 = raw / "Fitabase Data 4.12.16-5.12.16"
+    month2.mkdir(parents=True)
+    _write(month2 / "hourlySteps_merged.csv", [HOURLY_HEADER, "1503960366,4/12/2016 1:00:00 AM,5"])
+    P.produce(base_settings, scan_sources(raw).files, raw, speed=0, ledger=_ledger(tmp_path), producer=FakeProducer())
+    month1 = raw / "Fitabase Data 3.12.16-4.11.16"
+    month1.mkdir()
+    for name in ("hourlySteps_merged.csv", "hourlyCalories_merged.csv"):
+        _write(month1 / name, [HOURLY_HEADER if "Steps" in name else "Id,ActivityHour,Calories",
+                               "1503960366,4/12/2016 1:00:00 AM,3"])
+    fake = FakeProducer()
+    with caplog.at_level(logging.WARNING, logger=P.log.name):
+        P.produce(base_settings, scan_sources(raw).files, raw, speed=0, ledger=_ledger(tmp_path), producer=fake)
+    assert len(_sent_lines(fake)) == 2
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith(
+        "Fitabase Data 3.12.16-4.11.16/hourlySteps_merged.csv is of an earlier month than Fitabase Data "
+        "4.12.16-5.12.16/hourlySteps_merged.csv, which was sent before it")
 
 
 def test_a_file_changed_in_place_is_sent_whole(tmp_path, base_settings):
