@@ -172,12 +172,15 @@ class SendLedger:
                      if Path(other).name == Path(name).name and UNKNOWN_MONTH != month_order(Path(other)) > month),
                     None)
 
-    def record(self, name: str, stat: os.stat_result, sent_bytes: int, head_sha256: str) -> None:
+    def record(self, name: str, stat: os.stat_result, sent_bytes: int, head_sha256: str,
+               another_file: bool = False) -> None:
+        """another_file: the entry under this name is of another file (or this one rewritten), not of
+        this one before it grew: it is kept for moved_entry, as the months' files share their names."""
         entries = self._all.setdefault(self.stream, {})
-        replaced = entries.get(name)
-        if replaced and replaced["head_sha256"] != head_sha256 and replaced["sent_bytes"] >= sent_bytes:
-            # another file under this name (or this one rewritten): its record is kept for moved_entry
-            self._all.setdefault(EARLIER, {}).setdefault(self.stream, []).append({**replaced, "name": name})
+        if another_file and name in entries:
+            earlier = self._all.setdefault(EARLIER, {}).setdefault(self.stream, [])
+            if {**entries[name], "name": name} not in earlier:
+                earlier.append({**entries[name], "name": name})
         entries[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sent_bytes": sent_bytes,
                          "head_sha256": head_sha256}
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -309,10 +312,11 @@ def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: P
             except OSError as exc:   # stop rather than leave a file out unsaid
                 raise UnreadableFile.of(path, exc.strerror, raw_dir, "The files before it were sent; the next run "
                                                                      "goes on from there") from exc
-            if not replay and ledger is not None and (entry is None or not holds_the_start(entry, data)):
+            another_file = entry is not None and not holds_the_start(entry, data)   # under this name before
+            if not replay and ledger is not None and (entry is None or another_file):
                 moved = ledger.moved_entry(name, data)   # sent before under another name?
                 if moved is not None and moved["sent_bytes"] == len(data):   # all of it
-                    ledger.record(name, stat, len(data), moved["head_sha256"])
+                    ledger.record(name, stat, len(data), moved["head_sha256"], another_file)
                     summary.skipped_files += 1
                     continue
                 entry = moved or entry
@@ -343,7 +347,7 @@ def produce(settings: Settings, sources: list[tuple[Path, FileKind]], raw_dir: P
                 # a last line without its line ending may be cut off mid-write: sent, but recorded as
                 # unsent, so once the file grows the whole line goes again (silver keeps the one received later)
                 sent_to = int(lines.starts[rows[-1]])
-            done = (name, stat, sent_to, hashlib.sha256(data[:sent_to]).hexdigest())
+            done = (name, stat, sent_to, hashlib.sha256(data[:sent_to]).hexdigest(), another_file)
             if pacing:   # released later, in event-time order across files, one row per message
                 paced += [(kind, name, lines, int(i)) for i in rows]
                 acknowledged.append(done)

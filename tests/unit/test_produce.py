@@ -264,10 +264,11 @@ def test_months_given_one_folder_at_a_time_then_together_are_not_sent_again(tmp_
     from fitbit_lakehouse.catalogue import scan_sources
 
     raw = tmp_path / "raw"
-    months = {"Fitabase Data 3.12.16-4.11.16": "4/11/2016", "Fitabase Data 4.12.16-5.12.16": "4/12/2016"}
-    for folder, day in months.items():
+    months = {"Fitabase Data 3.12.16-4.11.16": ["1503960366,4/11/2016 1:00:00 AM,5"],
+              "Fitabase Data 4.12.16-5.12.16": ["1503960366,4/12/2016 1:00:00 AM,5", "1503960366,4/12/2016 2:00:00 AM,7"]}
+    for folder, rows in months.items():   # files of different sizes
         (raw / folder).mkdir(parents=True)
-        _write(raw / folder / "hourlySteps_merged.csv", [HOURLY_HEADER, f"1503960366,{day} 1:00:00 AM,5"])
+        _write(raw / folder / "hourlySteps_merged.csv", [HOURLY_HEADER, *rows])
 
     def send(raw_dir: Path) -> list[str]:
         fake = FakeProducer()
@@ -276,10 +277,10 @@ def test_months_given_one_folder_at_a_time_then_together_are_not_sent_again(tmp_
         return [line for _, _, line in _sent_lines(fake)]
 
     first, second = (raw / folder for folder in months)
-    assert send(first) == ["1503960366,4/11/2016 1:00:00 AM,5"]   # month 1 first: nothing to say
-    assert send(second) == ["1503960366,4/12/2016 1:00:00 AM,5"]
+    assert send(first) == months[first.name]
+    assert send(second) == months[second.name]
     assert send(raw) == []
-    assert send(first) == [] and send(second) == []
+    assert send(first) == [] and send(second) == [] and send(first) == [] and send(raw) == []
 
 
 def test_a_last_line_cut_off_mid_write_is_sent_again_whole_once_the_file_grows(tmp_path, base_settings):
