@@ -580,7 +580,14 @@ def ensure_topics(settings: Settings) -> dict[str, str]:
                 admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass
-        return {t["name"]: t.get("topic_id") for t in admin.describe_topics(list(topics))}
+        # a topic just created is unknown to a describe for a moment (no id yet): the ids key the producer's
+        # ledger and bronze's check, so a missing one would make the next run send everything again
+        deadline = time.monotonic() + float(settings.get("kafka.probe_timeout_s"))
+        while True:
+            ids = {t["name"]: t.get("topic_id") for t in admin.describe_topics(list(topics)) if not t.get("error_code")}
+            if all(ids.get(t) for t in topics) or time.monotonic() > deadline:
+                return ids
+            time.sleep(0.1)
     finally:
         admin.close()
 

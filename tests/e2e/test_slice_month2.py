@@ -442,3 +442,15 @@ def test_ddl_matches_the_gold_tables(lake, spark):
         assert checked >= 7
     finally:
         spark.sql("DROP DATABASE IF EXISTS ddl_check CASCADE")
+
+
+def test_a_topic_just_created_comes_back_with_its_id(settings):
+    """The topic ids key the producer's ledger (and bronze's check). Right after a create, a describe
+    does not know the topic yet: without its id, a fresh lake's second run sent everything again."""
+    from fitbit_lakehouse.kafka_broker import ensure_topics
+
+    fresh = settings.with_overrides(**{"kafka.events_topic": "e2e_slice_fresh_topic",
+                                       "kafka.alerts_topic": "e2e_slice_fresh_topic_alerts"})
+    first = ensure_topics(fresh)
+    assert all(first.get(t) for t in (fresh.events_topic, fresh.alerts_topic)), first
+    assert ensure_topics(fresh) == first
