@@ -143,6 +143,10 @@ def event_id(kind: str, line: str) -> str:
 LEDGER_FILE = "ledger.json"
 
 
+UNKNOWN_TOPIC_ID = "unknown-topic-id"
+EARLIER = "_earlier"   # the ledger's records that another file replaced under their name (never a topic's key)
+
+
 class SendLedger:
     """Per topic (by its Kafka topic id, so a recreated topic starts over) and source file: the bytes
     sent and acknowledged, the file's size and mtime, and a hash of the sent prefix."""
@@ -150,6 +154,9 @@ class SendLedger:
     def __init__(self, path: Path, stream: str):
         self.path, self.stream = path, stream
         self._all = json.loads(path.read_text()) if path.is_file() else {}
+        unknown = f"{stream.rsplit('/', 1)[0]}/{UNKNOWN_TOPIC_ID}"
+        if stream not in self._all and unknown in self._all:   # sent while the new topic's id was not known yet
+            self._all[stream] = self._all.pop(unknown)
 
     def entry(self, name: str) -> dict | None:
         return self._all.get(self.stream, {}).get(name)
@@ -187,9 +194,6 @@ class SendLedger:
         partial = self.path.with_suffix(".partial")
         partial.write_text(json.dumps(self._all, indent=1))
         partial.replace(self.path)   # atomic: a crash leaves the old ledger or the new one
-
-
-EARLIER = "_earlier"   # the ledger's records that another file replaced under their name (never a topic's key)
 
 
 def holds_the_start(entry: dict, data: bytes) -> bool:
@@ -566,7 +570,7 @@ def produce_from_settings(settings: Settings, file_filter: str | None = None, li
     sources = select_sources(scan, file_filter)
     LakeDataSet(settings).record(synthetic, raw_dir)
     ledger = SendLedger(settings.lake_dir / "_producer" / LEDGER_FILE,
-                        f"{settings.events_topic}/{topic_id or 'unknown-topic-id'}")
+                        f"{settings.events_topic}/{topic_id or UNKNOWN_TOPIC_ID}")
     summary = produce(settings, sources, raw_dir, limit=limit, speed=speed, replay=replay, ledger=ledger)
     summary.unknown_files = [str(p) for p in scan.unknown]
     summary.refused_files = [str(p) for p in scan.outside]

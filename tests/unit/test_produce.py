@@ -443,3 +443,15 @@ def test_a_link_out_of_the_raw_folder_is_refused_with_a_warning_that_says_what_t
     assert summary.refused_files == [str(raw / "dailyActivity_merged.csv")]
     [warning] = [r.getMessage() for r in caplog.records if "Refusing" in r.getMessage()]
     assert str(outside) in warning and "Copy the file in" in warning
+
+
+def test_a_ledger_kept_while_the_topics_id_was_unknown_is_taken_for_that_topic(tmp_path, base_settings):
+    """A fresh lake's first run once recorded its files before the new topic's id was known: the next
+    run, which knows it, takes that record instead of sending everything again."""
+    raw, sources = _sources(tmp_path)
+    path = tmp_path / "lake" / "_producer" / "ledger.json"
+    P.produce(base_settings, sources, raw, speed=0, ledger=P.SendLedger(path, f"topic/{P.UNKNOWN_TOPIC_ID}"),
+              producer=FakeProducer())
+    again = FakeProducer()
+    summary = P.produce(base_settings, sources, raw, speed=0, ledger=P.SendLedger(path, "topic/id-1"), producer=again)
+    assert again.sent == [] and summary.skipped_files == 2
