@@ -141,8 +141,6 @@ def event_id(kind: str, line: str) -> str:
 # --- what was sent -----------------------------------------------------------------------
 
 LEDGER_FILE = "ledger.json"
-
-
 UNKNOWN_TOPIC_ID = "unknown-topic-id"
 EARLIER = "_earlier"   # the ledger's records that another file replaced under their name (never a topic's key)
 
