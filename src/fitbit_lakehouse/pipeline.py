@@ -518,7 +518,7 @@ def _stream(settings: Settings) -> None:
     from .bronze import BRONZE_EVENTS, hit_kafka_metrics_bug, start_bronze
     from .gold import run_gold
     from .kafka_broker import ensure_broker, ensure_topics
-    from .silver import INGEST_LOG, INGEST_LOG_SCHEMA, start_silver
+    from .silver import INGEST_LOG, INGEST_LOG_SCHEMA, create_quarantine, start_silver
     from .spark import get_spark, trigger_of
     from .tables import Lake
 
@@ -541,7 +541,9 @@ def _stream(settings: Settings) -> None:
             .foreachBatch(update_gold)
             .option("checkpointLocation", lake.checkpoint("gold", settings.get("gold.query_name")))
             .trigger(**trigger_of(settings, "gold", "processingTime")).start())
-    queries = [start_bronze(spark, settings, "processingTime", topic_id), start_silver(spark, settings, "processingTime"), gold]
+    bronze = start_bronze(spark, settings, "processingTime", topic_id)
+    create_quarantine(lake)   # before silver's first micro-batch, which may write it
+    queries = [bronze, start_silver(spark, settings, "processingTime"), gold]
     # Ctrl-C only asks to stop: PySpark's own handler calls the JVM from inside the call this thread
     # is waiting in (py4j "reentrant call" tracebacks) and cancels the micro-batches being written
     stop_asked = threading.Event()
