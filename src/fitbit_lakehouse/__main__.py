@@ -151,10 +151,6 @@ def _dispatch(args, settings) -> int:
     from . import faults, pipeline
 
     faults.arm(settings.lake_dir)   # inert unless FITBIT_KILL_AFTER is set (crash tests)
-    if args.command in ("produce", "bronze", "silver", "gold", "insights", "steps", "stream"):
-        from .privacy import require_the_lakes_secret
-
-        require_the_lakes_secret(settings)   # before a broker or Spark starts
     if args.command == "produce":
         pipeline.produce_step(settings, file_filter=args.files, limit=args.limit, speed=args.speed,
                               replay=args.replay)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -88,8 +89,6 @@ def _dotted_keys(tree: Mapping, prefix: str = "") -> list[str]:
 
 
 def _is_open(dotted: str) -> bool:
-    from fnmatch import fnmatchcase
-
     return any(fnmatchcase(dotted, pattern) for pattern in OPEN_MAPS)
 
 
@@ -131,8 +130,6 @@ def unknown_settings(known: Mapping, dotted_values: Mapping[str, Any]) -> list[s
 
 
 def _also_taken(dotted: str) -> type | None:
-    from fnmatch import fnmatchcase
-
     return next((kind for pattern, kind in ALSO_TAKEN.items() if fnmatchcase(dotted, pattern)), None)
 
 

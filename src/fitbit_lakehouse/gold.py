@@ -577,8 +577,7 @@ def _upgrade_layout(lake: Lake, settings: Settings) -> bool:
     are now dropped), or built with other KPI settings (kpi.*: goals, weights, segments, the alert
     goal), which would leave a mix of old and new figures. The marker is moved on once the rebuild is
     done (run_gold), so a crash in between rebuilds again."""
-    marker = _layout_marker(settings)
-    built = json.loads(marker.read_text()) if marker.exists() else {}
+    built = _built_with(settings)
     if built:
         layout = built["layout"]
     else:   # gold written before the marker existed is layout 1; a fresh lake is current
@@ -587,13 +586,23 @@ def _upgrade_layout(lake: Lake, settings: Settings) -> bool:
         for table in LAYOUT_CHANGES.get(newer, []):
             log.warning("gold/%s has the columns of an older version: rebuilding it from silver", table)
             lake.drop("gold", table)
-    kpi_changed = "kpi" in built and built["kpi"] != settings.get("kpi")   # a marker from before: as now
+    kpi_changed = _other_kpi(built, settings)
     if kpi_changed:
-        log.warning("gold: built with other KPI settings (%s): rebuilding gold from silver",
-                    ", ".join(setting_differences(built["kpi"], settings.get("kpi"), "kpi")))
-    return layout < GOLD_LAYOUT or kpi_changed
+        log.warning("gold: built with other KPI settings (%s): rebuilding gold from silver", kpi_changed)
+    return layout < GOLD_LAYOUT or bool(kpi_changed)
 
 
+def _built_with(settings: Settings) -> dict:
+    """Gold's layout marker: its layout, and the KPI settings it was built with (none: a new lake)."""
+    marker = _layout_marker(settings)
+    return json.loads(marker.read_text()) if marker.exists() else {}
+
+
+def _other_kpi(built: dict, settings: Settings) -> str:
+    """The KPI settings that differ from those gold was built with ("" when none, or not known)."""
+    if "kpi" not in built or built["kpi"] == settings.get("kpi"):
+        return ""
+    return ", ".join(setting_differences(built["kpi"], settings.get("kpi"), "kpi"))
 
 
 class NothingToBuild(RuntimeError):
@@ -603,12 +612,10 @@ class NothingToBuild(RuntimeError):
 def require_gold_of(settings: Settings) -> None:
     """For a reader of gold that reports the KPI settings (insights, its MLflow run): gold built with
     other ones would be reported as made with these."""
-    marker = _layout_marker(settings)
-    built = json.loads(marker.read_text()).get("kpi") if marker.exists() else None
-    if built is not None and built != settings.get("kpi"):
-        raise NothingToBuild(f"gold was built with other KPI settings "
-                             f"({', '.join(setting_differences(built, settings.get('kpi'), 'kpi'))}): run 04_gold "
-                             f"with these first (make run, or python -m fitbit_lakehouse gold)")
+    other = _other_kpi(_built_with(settings), settings)
+    if other:
+        raise NothingToBuild(f"gold was built with other KPI settings ({other}): run 04_gold with these first "
+                             f"(make run, or python -m fitbit_lakehouse gold)")
 
 
 def run_gold(spark, settings: Settings, start: date | None = None, end: date | None = None) -> dict:

@@ -107,9 +107,12 @@ def writing(settings: Settings, step: str, doing: str | None = None):
     silver queries on one checkpoint fail midway, and two producers would send the same rows twice).
     Other steps may run beside it, as `make stream` and a `produce` do. The system lets go of the lock
     when the process ends, however it ends. On Databricks a job's max_concurrent_runs does this.
-    doing: what an error names as stopped (default: the step)."""
+    doing: what an error names as stopped (default: the step). A user-key secret other than the lake's
+    stops the step here, before it starts a broker or Spark."""
+    from .privacy import require_the_lakes_secret
     from .spark import on_databricks
 
+    require_the_lakes_secret(settings)
     if on_databricks():
         yield
         return
@@ -220,12 +223,10 @@ def _timed_report(settings: Settings, step: str, started: float, payload: dict) 
 def produce_step(settings: Settings, file_filter: str | None = None, limit: int | None = None,
                  speed: float | None = None, replay: bool = False, synthetic: bool | None = None) -> dict:
     from .kafka_broker import ensure_broker, ensure_topics, refuse_another_lakes_topic
-    from .privacy import require_the_lakes_secret
     from .produce import produce_from_settings, require_raw_dir
 
     started = time.monotonic()
     require_raw_dir(settings, synthetic)   # before a broker is started for nothing
-    require_the_lakes_secret(settings)
     with writing(settings, "produce"):
         if not ensure_broker(settings).started_here:
             refuse_another_lakes_topic(settings)

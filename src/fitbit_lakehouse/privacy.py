@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class PrivacyError(RuntimeError):
-    """A missing secret; the message says where to put it."""
+    """A missing, published or other secret than the lake's; the message says what to give."""
 
 KEY_CHARS = 32   # hex characters kept of the 64-character HMAC
 
