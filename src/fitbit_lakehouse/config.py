@@ -78,6 +78,15 @@ OPEN_MAPS = ("spark.conf", "kafka.topic_config", "stream.settings", "stream.delt
 ALSO_TAKEN = {"validation.rules.*.enabled": bool}   # a rule switched off (quality.Rules)
 
 
+def _value(tree: Mapping, dotted: str, default: Any = None) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
 def _dotted_keys(tree: Mapping, prefix: str = "") -> list[str]:
     keys = []
     for key, value in tree.items():
@@ -139,9 +148,7 @@ def mistyped_settings(known: Mapping, dotted_values: Mapping[str, Any]) -> list[
     would fail deep in gold, after bronze and silver had run)."""
     wrong = []
     for dotted, value in (pair for k, v in dotted_values.items() for pair in _flat(str(k), v)):
-        current: Any = known
-        for part in dotted.split("."):
-            current = current.get(part) if isinstance(current, Mapping) else None
+        current = _value(known, dotted)
         kind = _also_taken(dotted) or (bool if isinstance(current, bool) else
                                       float if isinstance(current, (int, float)) else None)
         if value is None or kind is None or dotted in ENV_OVERRIDES.values():   # those come as text
@@ -150,6 +157,79 @@ def mistyped_settings(known: Mapping, dotted_values: Mapping[str, Any]) -> list[
             wrong.append(f"{dotted} takes true or false, not {value!r}")
         elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
             wrong.append(f"{dotted} takes a number, not {value!r}")
+    return wrong
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What a number setting takes: from `low` (above it when `strictly`) up to `high`; whole or not."""
+    low: float = 0
+    strictly: bool = False
+    high: float | None = None
+    whole: bool = False
+
+    def refuses(self, value: float) -> str | None:
+        below = value <= self.low if self.strictly else value < self.low
+        if not below and (self.high is None or value <= self.high) and (not self.whole or value == int(value)):
+            return None
+        lowest = f"above {self.low:g}" if self.strictly else f"from {self.low:g}"
+        highest = f" to {self.high:g}" if self.high is not None else "" if self.strictly else " up"
+        return f"takes {'a whole number' if self.whole else 'a number'} {lowest}{highest}, not {value!r}"
+
+
+COUNT, ABOVE_ZERO, SHARE = Bound(low=1, whole=True), Bound(strictly=True), Bound(high=1)
+# A number setting out of its range does not fail: it makes figures meaningless (a goal of 0 divides by
+# zero, a weight of 1.2 scores above 100) or a step loop. First matching pattern; any other: from 0 up.
+NUMBER_BOUNDS = {
+    "kpi.activity.*_goal*": ABOVE_ZERO, "kpi.sleep.*_goal*": ABOVE_ZERO, "kpi.goal_alert_steps": ABOVE_ZERO,
+    "kpi.*_weight": SHARE, "kpi.wellness.scale": ABOVE_ZERO, "kpi.wellness.decimals": Bound(high=10, whole=True),
+    "insights.low_sleep_efficiency": SHARE, "insights.min_pairs_for_correlation": Bound(low=2, whole=True),
+    "*port": Bound(low=1, high=65535, whole=True),
+    "*.claim_timeout_s": Bound(), "*timeout_s": ABOVE_ZERO, "*.poll_s": ABOVE_ZERO, "*.refresh_seconds": ABOVE_ZERO,
+    **dict.fromkeys(("kafka.partitions", "kafka.replication_factor", "producer.records_per_message",
+                     "producer.batch_size_bytes", "producer.max_request_size", "bronze.max_*",
+                     "silver.max_files_per_trigger", "silver.rows_per_file", "*.table_threads",
+                     "spark.shuffle_partitions", "synthetic.users", "synthetic.days", "cluster.*.workers",
+                     "cluster.*.worker_cores", "cluster.kafka.nodes", "mlflow.model.n_*",
+                     "mlflow.model.min_users_per_cluster", "insights.chart_dpi"), COUNT),
+}
+WEIGHT_PAIRS = (("kpi.activity.steps_weight", "kpi.activity.mvpa_weight"),
+                ("kpi.sleep.duration_weight", "kpi.sleep.efficiency_weight"),
+                ("kpi.wellness.activity_weight", "kpi.wellness.sleep_weight"))
+# ordered cut-offs (highest first; the last takes what is left, so it is 0): list, name field, number field
+CUT_OFFS = (("kpi.segments", "name", "min_active_minutes"), ("insights.correlation_bands", "word", "min_abs_r"))
+
+
+def out_of_range_settings(tree: Mapping) -> list[str]:
+    """`key takes ..., not value` for each number setting outside what it can mean, and the weights,
+    rule limits and cut-offs that do not fit together."""
+    wrong = []
+    for dotted in _dotted_keys(tree):
+        value = _value(tree, dotted)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or _is_open(dotted.rpartition(".")[0]):
+            continue
+        bound = next((b for pattern, b in NUMBER_BOUNDS.items() if fnmatchcase(dotted, pattern)), Bound())
+        if bound.refuses(value):
+            wrong.append(f"{dotted} {bound.refuses(value)}")
+    def get(dotted: str) -> Any:
+        return _value(tree, dotted)
+
+    for first, second in WEIGHT_PAIRS:
+        total = (get(first) or 0) + (get(second) or 0)
+        if abs(total - 1) > 1e-9:
+            wrong.append(f"{first} and {second} are a weighted mean: they add up to 1, not {total:g}")
+    for rule, limits in (get("validation.rules") or {}).items():
+        for low, high in (("min", "max"), ("min_year", "max_year")):
+            if isinstance(limits, Mapping) and low in limits and high in limits and limits[low] > limits[high]:
+                wrong.append(f"validation.rules.{rule}: {low} {limits[low]} is above {high} {limits[high]}")
+    for dotted, name, number in CUT_OFFS:
+        cut_offs = [entry.get(number) for entry in get(dotted) or []]
+        names = [entry.get(name) for entry in get(dotted) or []]
+        if not cut_offs or any(isinstance(c, bool) or not isinstance(c, (int, float)) for c in cut_offs):
+            wrong.append(f"{dotted} takes a list of {{{name}: ..., {number}: <number>}}, highest first")
+        elif any(a <= b for a, b in zip(cut_offs, cut_offs[1:])) or cut_offs[-1] != 0 or len(set(names)) < len(names):
+            wrong.append(f"{dotted}: each {number} below the one before, the last 0 (it takes what is left), "
+                         f"each {name} once; not {cut_offs} for {names}")
     return wrong
 
 
@@ -166,6 +246,13 @@ def _refuse_unknown(known: Mapping, dotted_values: Mapping[str, Any], where: str
     mistyped = mistyped_settings(known, dotted_values)
     if mistyped:
         raise ConfigError(f"{where}: {'; '.join(mistyped)}")
+
+
+def _refuse_out_of_range(tree: Mapping, where: str) -> None:
+    wrong = out_of_range_settings(tree)
+    if wrong:
+        more = f" (and {len(wrong) - 1} more: {'; '.join(wrong[1:3])})" if len(wrong) > 1 else ""
+        raise ConfigError(f"{where}: {wrong[0]}{more}")
 
 
 def setting_differences(before: Any, now: Any, path: str) -> list[str]:
@@ -195,12 +282,7 @@ class Settings:
     overrides: dict = field(default_factory=dict)
 
     def get(self, dotted: str, default: Any = None) -> Any:
-        node: Any = self.raw
-        for part in dotted.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                return default
-            node = node[part]
-        return node
+        return _value(self.raw, dotted, default)
 
     def _path(self, value: str) -> Path:
         path = Path(value)
@@ -252,6 +334,7 @@ class Settings:
         _refuse_unknown(self.raw, dotted_values, "a setting given over conf/ (a parameter, stream.settings)")
         tree = copy.deepcopy(self.raw)
         _apply(tree, {dotted: value for dotted, value in dotted_values.items() if value not in (None, "")})
+        _refuse_out_of_range(tree, "a setting given over conf/ (a parameter, stream.settings)")
         return Settings(raw=tree, project_root=self.project_root, env=self.env)
 
 
@@ -294,6 +377,7 @@ def load_settings(env: str | None = None, conf_dir: Path | None = None,
     extra = _extra_settings(environ.get("FITBIT_SETTINGS") or "{}")
     _refuse_unknown(tree, extra, "FITBIT_SETTINGS")
     _apply(tree, extra)
+    _refuse_out_of_range(tree, "settings (conf/ and FITBIT_SETTINGS)")
     for var, levels, default in LOG_LEVELS:   # a typo here would surface deep in a step, as a traceback
         if (environ.get(var) or default).lower() not in levels:
             raise ConfigError(f"{var}={environ[var]} is not a log level: give one of {', '.join(levels)} (any case)")

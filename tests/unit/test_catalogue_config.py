@@ -1,6 +1,7 @@
 """The source-file catalogue (file names, headers, scanning) and the settings loader."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -181,11 +182,11 @@ def test_load_settings_keyword_overrides():
 def test_with_overrides_ignores_empty_values():
     s = load_settings(env="local", conf_dir=CONF, environ={"FITBIT_LAKE_DIR": "/lake"})
     t = s.with_overrides(**{"paths.lake_dir": "", "paths.raw_dir": None, "kafka.bootstrap_servers": "h:1",
-                            "spark.shuffle_partitions": 0, "spark.conf.spark.sql.ansi.enabled": "v"})
+                            "producer.linger_ms": 0, "spark.conf.spark.sql.ansi.enabled": "v"})
     assert t.lake_dir == Path("/lake")
     assert t.get("paths.raw_dir") == "data/raw"
     assert t.bootstrap_servers == "h:1"
-    assert t.get("spark.shuffle_partitions") == 0          # a falsy non-empty value still applies
+    assert t.get("producer.linger_ms") == 0          # a falsy non-empty value still applies
     assert t.get("spark.conf")["spark.sql.ansi.enabled"] == "v"   # Spark's own settings: any key
     # the original is untouched
     assert s.bootstrap_servers == "localhost:9092" and s.get("spark.shuffle_partitions") == 4
@@ -228,6 +229,53 @@ def test_a_misspelled_setting_is_one_line_that_names_the_setting_meant(settings,
     with pytest.raises(ConfigError, match=f"^FITBIT_SETTINGS: {says}") as failure:
         load_settings(env="local", conf_dir=CONF, environ={"FITBIT_SETTINGS": json.dumps(settings)})
     assert "\n" not in str(failure.value)
+
+
+@pytest.mark.parametrize("settings, says", [
+    ({"kpi.activity.steps_goal": 0}, "kpi.activity.steps_goal takes a number above 0, not 0"),   # divides
+    ({"kpi.goal_alert_steps": -5}, "kpi.goal_alert_steps takes a number above 0, not -5"),
+    ({"kpi.activity.steps_weight": 0.7}, "kpi.activity.steps_weight and kpi.activity.mvpa_weight are a weighted "
+                                         "mean: they add up to 1, not 1.2"),   # scores above 100
+    ({"kpi.wellness.decimals": 1.5}, "kpi.wellness.decimals takes a whole number from 0 to 10, not 1.5"),
+    ({"silver.table_threads": 0}, "silver.table_threads takes a whole number from 1 up, not 0"),
+    ({"producer.speed": -1}, "producer.speed takes a number from 0 up, not -1"),
+    ({"dashboard.port": 70000}, "dashboard.port takes a whole number from 1 to 65535, not 70000"),
+    ({"validation.rules.heart_rate_out_of_range.min": 300},
+     "validation.rules.heart_rate_out_of_range: min 300 is above max 250"),
+    ({"kpi.segments": [{"name": "High", "min_active_minutes": 180}, {"name": "Low", "min_active_minutes": 30}]},
+     "kpi.segments: each min_active_minutes below the one before, the last 0"),   # a 20-minute day had none
+    ({"kpi.segments": [{"name": "Low", "min_active_minutes": 0}, {"name": "High", "min_active_minutes": 270}]},
+     "kpi.segments: each min_active_minutes below the one before"),
+    ({"kpi.segments": [{"name": "High", "min_active_minutes": "270"}, {"name": "Low", "min_active_minutes": 0}]},
+     "kpi.segments takes a list of {name: ..., min_active_minutes: <number>}, highest first"),
+])
+def test_a_number_setting_that_would_make_figures_meaningless_is_one_line(settings, says):
+    """A goal of 0, weights that do not add up to 1, cut-offs out of order: none of them failed, the
+    run went on and gold's figures meant nothing (a zero goal gave null scores, a negative goal was taken)."""
+    import json
+
+    from fitbit_lakehouse.config import ConfigError
+
+    with pytest.raises(ConfigError, match="^settings \\(conf/ and FITBIT_SETTINGS\\): " + re.escape(says)) as failure:
+        load_settings(env="local", conf_dir=CONF, environ={"FITBIT_SETTINGS": json.dumps(settings)})
+    assert "\n" not in str(failure.value)
+
+
+def test_number_settings_in_range_are_taken_and_checked_over_conf_as_well():
+    import json
+
+    from fitbit_lakehouse.config import ConfigError
+
+    fitting = {"kpi.activity": {"steps_weight": 0.7, "mvpa_weight": 0.3}, "kpi.valid_day_min_steps": 0,
+               "kpi.segments": [{"name": "Active", "min_active_minutes": 200}, {"name": "Rest", "min_active_minutes": 0}],
+               "kafka.topic_config.retention.ms": -1, "spark.kept_jvm.claim_timeout_s": 0}
+    s = load_settings(env="local", conf_dir=CONF, environ={"FITBIT_SETTINGS": json.dumps(fitting)})
+    assert s.get("kpi.activity.steps_weight") == 0.7 and s.get("kpi.segments")[0]["name"] == "Active"
+    with pytest.raises(ConfigError, match="^a setting given over conf/ .*: kpi.sleep.asleep_goal_minutes takes a "
+                                          "number above 0, not 0$"):
+        s.with_overrides(**{"kpi.sleep.asleep_goal_minutes": 0})   # a notebook parameter, stream.settings
+    for env in ("local", "workspace"):   # the project's own settings are in range
+        load_settings(env=env, conf_dir=CONF, environ={})
 
 
 def test_settings_under_maps_of_the_users_own_keys_are_taken(tmp_path):
