@@ -151,6 +151,10 @@ def mistyped_settings(known: Mapping, dotted_values: Mapping[str, Any]) -> list[
         current = _value(known, dotted)
         kind = _also_taken(dotted) or (bool if isinstance(current, bool) else
                                       float if isinstance(current, (int, float)) else None)
+        if isinstance(current, Mapping) and not isinstance(value, Mapping) and not _is_open(dotted):
+            wrong.append(f"{dotted} takes a mapping of settings (as in conf/base.yml), not {value!r}")
+        elif isinstance(current, list) and not isinstance(value, list):
+            wrong.append(f"{dotted} takes a list (as in conf/base.yml), not {value!r}")
         if value is None or kind is None or dotted in ENV_OVERRIDES.values():   # those come as text
             continue
         if kind is bool and not isinstance(value, bool):

@@ -219,6 +219,8 @@ def test_load_settings_fitbit_settings_variable():
     ({"validation.rules.negative_value.enabled": "false"},   # the text would leave the rule on
      "validation.rules.negative_value.enabled takes true or false, not 'false'"),
     ({"kpi.activity.steps_goal": "8k"}, "kpi.activity.steps_goal takes a number, not '8k'"),   # failed in gold
+    ({"kpi": 5}, "kpi takes a mapping of settings \\(as in conf/base.yml\\), not 5"),   # a TypeError in gold
+    ({"kpi.segments": "High"}, "kpi.segments takes a list \\(as in conf/base.yml\\), not 'High'"),
 ])
 def test_a_misspelled_setting_is_one_line_that_names_the_setting_meant(settings, says):
     """A typo in FITBIT_SETTINGS used to be taken silently: the run went on with the default."""
