@@ -194,24 +194,49 @@ def _committed(consumer, tp, start: int, end: int, deadline: float):
                 yield record
 
 
+def alert_line(alert: dict) -> str:
+    """An alert as make alerts prints it. reached_at is the start of the hour whose steps reached the
+    goal: by its end, not by its start (an 11:00 hour of 3,000 steps after 9,000 is "in 11:00-12:00")."""
+    hour = int(alert["reached_at"][11:13])
+    return (f"GOAL {alert['date_key']} user {alert['user_key'][:12]}: {alert['steps_at_alert']:,} steps in the "
+            f"hour {hour:02d}:00-{hour + 1:02d}:00 (goal {alert['goal_steps']:,})")
+
+
 def consume_alerts(settings: Settings, from_beginning: bool = True, idle_timeout_s: float | None = None) -> int:
-    """`make alerts`: print alerts as they arrive (Ctrl-C stops)."""
+    """`make alerts`: print alerts as they arrive (Ctrl-C stops). A broker that stops answering for
+    kafka.probe_timeout_s ends it in one line: kafka-python would log its reconnects for ever, and
+    attach to whatever broker starts next on the port (a new lake's, whose alerts it would print again)."""
     from kafka import KafkaConsumer
+
+    from .kafka_broker import parse_bootstrap, port_open
 
     consumer = KafkaConsumer(settings.alerts_topic, bootstrap_servers=settings.bootstrap_servers,
                              auto_offset_reset="earliest" if from_beginning else "latest",
                              isolation_level="read_committed",
-                             consumer_timeout_ms=int(idle_timeout_s * 1000) if idle_timeout_s else float("inf"),
                              client_id="fitbit-alerts-console", **client_options(settings))
-    seen = 0
+    addresses = [parse_bootstrap(a) for a in settings.bootstrap_servers.split(",")]
+    grace = float(settings.get("kafka.probe_timeout_s"))
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)   # its reconnect errors: the check below says it in one line
+    seen, last_message, unreachable_since = 0, time.monotonic(), None
     try:
-        for message in consumer:
-            alert = json.loads(message.value)
-            seen += 1
-            print(f"GOAL {alert['date_key']} user {alert['user_key'][:12]}: {alert['steps_at_alert']:,} steps "
-                  f"by {alert['reached_at'][11:16]} (goal {alert['goal_steps']:,})", flush=True)
+        while not idle_timeout_s or time.monotonic() - last_message < idle_timeout_s:
+            batches = consumer.poll(timeout_ms=1000)
+            for message in (m for batch in batches.values() for m in batch):
+                print(alert_line(json.loads(message.value)), flush=True)
+                seen, last_message = seen + 1, time.monotonic()
+            if batches or any(port_open(host, port) for host, port in addresses):
+                unreachable_since = None
+            elif unreachable_since is None:
+                unreachable_since = time.monotonic()
+            elif time.monotonic() - unreachable_since >= grace:
+                raise BrokerError(f"The broker at {settings.bootstrap_servers} stopped answering ({grace:g} s): "
+                                  f"make alerts stops. Start it again (make kafka-up, make run or make stream), "
+                                  f"then make alerts.")
     except KeyboardInterrupt:
         pass
     finally:
+        kafka_log.setLevel(level)
         consumer.close()
     return seen

@@ -585,3 +585,15 @@ def test_dim_date(spark):
     assert [(r["day_of_week"], r["is_weekend"], r["iso_week"]) for r in rows] == [
         ("Thursday", False, 53), ("Friday", False, 53), ("Saturday", True, 53), ("Sunday", True, 53),
         ("Monday", False, 1)]
+
+
+def test_make_alerts_names_the_hour_whose_steps_reached_the_goal():
+    """reached_at is the start of that hour; its steps count to its end. "12,000 steps by 11:00" said
+    the day had them at 11:00, when it had 9,000."""
+    from fitbit_lakehouse.alerts import alert_line
+
+    alert = {"date_key": 20160412, "user_key": "0123456789abcdef", "reached_at": "2016-04-12T11:00:00",
+             "steps_at_alert": 12000, "goal_steps": 10000}
+    assert alert_line(alert) == ("GOAL 20160412 user 0123456789ab: 12,000 steps in the hour 11:00-12:00 "
+                                 "(goal 10,000)")
+    assert "in the hour 23:00-24:00" in alert_line({**alert, "reached_at": "2016-04-12T23:00:00"})
