@@ -3,6 +3,9 @@
 A message holds one or more CSV lines (see produce.py); bronze splits it into one row per line
 (record_index = its place in the message) and keeps the producer's headers as columns. Nothing is
 parsed or dropped here: a message without those headers (a poison message) is one row like any other.
+A message whose value is not UTF-8 text (a binary poison message) keeps it byte for byte in
+value_bytes, on its first record; value holds the text with U+FFFD for the bytes that are not, so that
+every reader (delta-rs, pandas, Arrow) can read the table.
 """
 from __future__ import annotations
 
@@ -23,10 +26,16 @@ from .tables import BRONZE_EVENTS, Lake, exception_text
 log = logging.getLogger(__name__)
 
 
+def _text(binary: F.Column) -> F.Column:
+    """Kafka bytes as a string every reader can read: bytes that are not UTF-8 become U+FFFD (Spark
+    would keep them in a string column as they are, which Arrow and delta-rs refuse to read)."""
+    return F.make_valid_utf8(binary.cast("string"))
+
+
 def _header(name: str) -> F.Column:
     """The value of a Kafka header as a string (null when absent; the first one when repeated)."""
     match = F.filter("headers", lambda h: h["key"] == F.lit(name))
-    return F.get(match, 0)["value"].cast("string")
+    return _text(F.get(match, 0)["value"])
 
 
 def bronze_records(kafka_rows: DataFrame) -> DataFrame:
@@ -34,7 +43,7 @@ def bronze_records(kafka_rows: DataFrame) -> DataFrame:
     messages = kafka_rows.select(   # per message, before the split: the headers are read once per message
         "topic", "partition", "offset",
         F.col("timestamp").alias("kafka_timestamp"),
-        F.col("key").cast("string").alias("key"),
+        _text(F.col("key")).alias("key"),
         _header(HEADER_KIND).alias("event_type"),
         _header(HEADER_FILE).alias("source_file"),
         _header(HEADER_ROW).try_cast("bigint").alias("_first_row"),
@@ -43,16 +52,21 @@ def bronze_records(kafka_rows: DataFrame) -> DataFrame:
         # pattern); a message without its kind header is not ours and stays one record, whatever it holds
         F.when(_header(HEADER_KIND).isNull(), F.array(F.col("value").cast("string")))
          .otherwise(F.split(F.replace(F.col("value").cast("string"), F.lit("\r\n"), F.lit("\n")), "\n"))
-         .alias("_lines"))
+         .alias("_lines"),
+        F.when(~F.is_valid_utf8(F.col("value").cast("string")), F.col("value")).alias("_bytes"))
     return messages.select(
         "*", F.posexplode_outer("_lines").alias("_index", "value")
     ).select(
         "topic", "partition", "offset",
         F.coalesce("_index", F.lit(0)).alias("record_index"),
-        "kafka_timestamp", "key", "value", "event_type", "source_file",
+        "kafka_timestamp", "key",
+        F.when(F.col("_bytes").isNull(), F.col("value")).otherwise(F.make_valid_utf8("value")).alias("value"),
+        "event_type", "source_file",
         (F.col("_first_row") + F.coalesce("_index", F.lit(0))).alias("row_number"),
         "source_header",
         F.current_timestamp().alias("ingested_at"),
+        # last, where a lake from before it gained the column (start_bronze)
+        F.when(F.coalesce("_index", F.lit(0)) == 0, F.col("_bytes")).alias("value_bytes"),
     )
 
 
@@ -116,6 +130,9 @@ def start_bronze(spark, settings: Settings, trigger: str | None = None, topic_id
     lake = Lake(spark, settings)
     records = bronze_records(read_kafka_stream(spark, settings, _resume_offsets(lake, settings)))
     _check_topic(lake, settings, topic_id, records.schema)
+    if lake.exists("bronze", BRONZE_EVENTS):   # before any query reads it: silver's sees one schema
+        for column in lake.add_missing_columns("bronze", BRONZE_EVENTS, records.schema):
+            log.info("bronze/events: column %s added (a lake of an earlier version)", column)
     writer = (records
               .writeStream.format("delta")
               .queryName(settings.get("bronze.query_name"))

@@ -314,10 +314,22 @@ class Lake:
     def properties(self, layer: str, name: str) -> dict[str, str]:
         return dict(self.delta(layer, name).detail().select("properties").first()[0] or {})
 
+    def _sql_name(self, layer: str, name: str) -> str:
+        return f"delta.`{self.path(layer, name)}`" if self.by_path else self.name(layer, name)
+
     def set_properties(self, layer: str, name: str, properties: dict[str, str]) -> None:
-        target = f"delta.`{self.path(layer, name)}`" if self.by_path else self.name(layer, name)
         pairs = ", ".join(f"'{k}' = '{v}'" for k, v in properties.items())
-        self.spark.sql(f"ALTER TABLE {target} SET TBLPROPERTIES ({pairs})")
+        self.spark.sql(f"ALTER TABLE {self._sql_name(layer, name)} SET TBLPROPERTIES ({pairs})")
+
+    def add_missing_columns(self, layer: str, name: str, schema) -> list[str]:
+        """The columns of schema the table lacks, added at its end (null in the rows it holds): a table
+        made by an earlier version of the project takes the rows of this one."""
+        held = set(self.read(layer, name).columns)
+        missing = [f for f in schema.fields if f.name not in held]
+        if missing:
+            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+            self.spark.sql(f"ALTER TABLE {self._sql_name(layer, name)} ADD COLUMNS ({columns})")
+        return [f.name for f in missing]
 
     def create(self, layer: str, name: str, schema, properties: dict[str, str] | None = None) -> None:
         """An empty table with the schema (no-op when it exists)."""

@@ -182,6 +182,13 @@ def test_poison_messages_of_every_shape_are_quarantined(run):
     report = pipeline.silver_step(settings)
     assert all(r["holds"] for r in report)
     assert run["lake"].count("silver", "quarantine") == before + len(poison)
+    # every reader reads both tables whole, the binary message included (delta-rs refused them: not UTF-8)
+    from deltalake import DeltaTable
+
+    events = DeltaTable(run["lake"].path("bronze", "events")).to_pyarrow_table(columns=["value", "value_bytes"])
+    assert poison["binary"][0] in events.column("value_bytes").to_pylist()
+    quarantined = DeltaTable(run["lake"].path("silver", "quarantine")).to_pyarrow_table().to_pylist()
+    assert any("\ufffd" in (row["raw_value"] or "") for row in quarantined)
 
 
 def test_a_replay_quarantines_no_bad_row_twice(run):

@@ -72,3 +72,41 @@ def test_a_kafka_data_loss_is_one_line_whether_found_when_planning_or_while_read
     assert "offset [4, 30) for topic partition events-0" in str(in_a_task)
     assert data_loss(_Captured("[TASK_WRITE_FAILED] disk full", "java.io.IOException: No space left"),
                      base_settings) is None
+
+
+def test_a_payload_that_is_not_utf8_is_kept_byte_for_byte_and_the_table_stays_readable(spark, tmp_path):
+    """A binary poison message was stored in the string column as it came: Spark read it, but delta-rs,
+    Arrow and pandas refused the whole of bronze/events (and silver/quarantine, which copies it)."""
+    from deltalake import DeltaTable
+
+    binary = bytes(range(256))
+    headers = [("kind", b"hourlySteps"), ("source_file", b"h\xff.csv"), ("first_row", b"1"), ("header", b"Id")]
+    rows = [("t", 0, 0, T0, b"\xfe\xff", binary, None), ("t", 0, 1, T0, b"k", b"1,a,\xe9\n2,b,2", headers),
+            ("t", 0, 2, T0, None, "caf\u00e9 \u2603".encode(), None), ("t", 0, 3, T0, None, None, None)]
+    out = bronze_records(spark.createDataFrame(rows, KAFKA_SCHEMA))
+    path = str(tmp_path / "events")
+    out.write.format("delta").save(path)
+    table = DeltaTable(path).to_pyarrow_table().to_pylist()   # refused before: "invalid utf-8"
+    got = {(r["offset"], r["record_index"]): r for r in table}
+    assert got[(0, 0)]["value_bytes"] == binary and got[(0, 0)]["key"] == "\ufffd\ufffd"
+    assert got[(0, 0)]["value"] == binary.decode("utf-8", errors="replace")
+    assert (got[(1, 0)]["value"], got[(1, 0)]["value_bytes"]) == ("1,a,\ufffd", b"1,a,\xe9\n2,b,2")   # the message's
+    assert (got[(1, 1)]["value"], got[(1, 1)]["value_bytes"]) == ("2,b,2", None)
+    assert got[(1, 0)]["source_file"] == "h\ufffd.csv"
+    assert (got[(2, 0)]["value"], got[(2, 0)]["value_bytes"]) == ("caf\u00e9 \u2603", None)   # UTF-8 text as it is
+    assert (got[(3, 0)]["value"], got[(3, 0)]["value_bytes"]) == (None, None)
+    assert out.columns[-1] == "value_bytes"   # last: where ALTER TABLE ADD COLUMNS puts it in an older lake
+
+
+def test_a_bronze_table_of_an_earlier_version_gains_the_new_column_and_takes_new_rows(spark, tmp_path, base_settings):
+    from fitbit_lakehouse.tables import Lake
+
+    settings = base_settings.with_overrides(**{"paths.lake_dir": str(tmp_path)})
+    lake = Lake(spark, settings)
+    new = bronze_records(_kafka(spark, (b"\xff", None)))
+    lake.save(new.drop("value_bytes"), "bronze", "events")
+    assert lake.add_missing_columns("bronze", "events", new.schema) == ["value_bytes"]
+    assert lake.add_missing_columns("bronze", "events", new.schema) == []
+    lake.save(new, "bronze", "events")
+    assert sorted((r.value_bytes is None, r.value) for r in lake.read("bronze", "events").collect()) == [
+        (False, "\ufffd"), (True, "\ufffd")]   # the row of the earlier version: null, its value as it was
