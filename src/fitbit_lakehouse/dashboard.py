@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import insights
-from .config import Settings
+from .config import ConfigError, Settings
 from .insights import HOURS, WEEKDAYS
 REQUIRED = ("kpi_daily_wellness", "dim_user")   # what the KPI tiles need; the rest is optional
 OPTIONAL = ("dim_date", "fact_hourly_activity", "fact_sleep", "goal_alerts")
@@ -318,8 +318,33 @@ def url_of(settings: Settings, port: int | None = None) -> str:
     return f"http://{host}:{port or settings.get('dashboard.port')}"
 
 
+def require_a_free_port(settings: Settings, port: int | None = None) -> None:
+    """Streamlit says a taken port in a log line of its own, and an address that is not this machine's
+    or a port past 65535 in a traceback: each is one line here, with what to give instead."""
+    import errno
+    import socket
+
+    port = port or settings.get("dashboard.port")
+    address = str(settings.get("dashboard.address") or "0.0.0.0")
+    other = (f"give another: python -m fitbit_lakehouse dashboard --port <port>, or "
+             f"FITBIT_SETTINGS='{{\"dashboard.port\": <port>}}' make dashboard")
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"The dashboard's port {port} is not a port: {other} (from 1 to 65535)")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as Streamlit binds: TIME_WAIT is free
+            probe.bind((address, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"Port {port} on {address} is taken (another dashboard?): stop what holds it, or "
+                              f"{other}") from None
+        raise ConfigError(f"The dashboard cannot listen on dashboard.address {address} ({exc.strerror or exc}): give "
+                          f"127.0.0.1 (this machine), 0.0.0.0 (every interface) or an address of this machine") from None
+
+
 def serve(settings: Settings, port: int | None = None) -> int:
     """`make dashboard`: run Streamlit until Ctrl-C; one line with the URL once it answers."""
+    require_a_free_port(settings, port)
     process = subprocess.Popen(streamlit_command(settings, port), stdout=subprocess.PIPE, text=True, bufsize=1)
 
     def stop(signum, frame):   # a SIGTERM stops Streamlit too, as Ctrl-C does

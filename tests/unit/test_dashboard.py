@@ -244,3 +244,26 @@ def test_cli_dashboard_serves_and_lakeview_builds_the_lakeview_json(monkeypatch,
     monkeypatch.setattr(bundle, "write_dashboard", lambda root: written.append(root) or root / "x.json")
     assert cli.main(["dashboard", "--port", "8777"]) == 0 and served == [8777]
     assert cli.main(["lakeview"]) == 0 and len(written) == 1
+
+
+def test_a_taken_port_or_an_address_not_of_this_machine_is_one_line_before_streamlit_starts(base_settings):
+    """Streamlit said "Port 8599 is not available" in its own log line, and an address or port it
+    could not use as a traceback of fifty lines."""
+    import socket
+
+    from fitbit_lakehouse.config import ConfigError
+    from fitbit_lakehouse.dashboard import require_a_free_port, serve
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"^Port {taken} on 127.0.0.1 is taken .*dashboard --port") as failure:
+            serve(base_settings, port=taken)   # refused before anything starts
+        assert "\n" not in str(failure.value)
+    require_a_free_port(base_settings, taken)   # free again
+    with pytest.raises(ConfigError, match="is not a port"):
+        require_a_free_port(base_settings, 99999)
+    elsewhere = base_settings.with_overrides(**{"dashboard.address": "10.255.255.1"})
+    with pytest.raises(ConfigError, match="cannot listen on dashboard.address 10.255.255.1 .*give 127.0.0.1"):
+        require_a_free_port(elsewhere, taken)
