@@ -816,6 +816,8 @@ def _write_insights(spark, settings: Settings) -> dict:
 
 def export_bi(spark, settings: Settings) -> list[Path]:
     """`make export`: every gold table as Parquet and CSV under <reports>/bi/ for Power BI / Tableau."""
+    import pyarrow.parquet as pq
+
     from .gold import GOLD_KEYS
 
     lake = Lake(spark, settings)
@@ -825,9 +827,10 @@ def export_bi(spark, settings: Settings) -> list[Path]:
     for name in sorted(GOLD_KEYS):
         if not lake.exists("gold", name):
             continue
-        frame = lake.read("gold", name).toPandas()
-        for suffix, write in ((".parquet", lambda p: frame.to_parquet(p, index=False)),
-                              (".csv", lambda p: frame.to_csv(p, index=False))):
+        # through Arrow: a whole-number column with nulls stays whole (pandas' own would make it 458.0)
+        table = lake.read("gold", name).toArrow()
+        for suffix, write in ((".parquet", lambda p: pq.write_table(table, p)),
+                              (".csv", lambda p: table.to_pandas(types_mapper=pd.ArrowDtype).to_csv(p, index=False))):
             path = out / f"{name}{suffix}"
             write(path)
             written.append(path)

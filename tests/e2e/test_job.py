@@ -176,6 +176,8 @@ def test_no_raw_id_in_any_output(job_run, spark, month2):
             for column in frame.columns:
                 scan(f"gold.{table}.{column}", " ".join(frame[column].map(_text_of)))
     export_bi(spark, settings)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from deltalake import DeltaTable
 
     tables = sorted(p.parent for p in (job_run["widget_lake"] / "gold").glob("*/_delta_log"))
@@ -186,6 +188,11 @@ def test_no_raw_id_in_any_output(job_run, spark, month2):
         extracts = {"parquet": pd.read_parquet(bi.with_suffix(".parquet")), "csv": pd.read_csv(bi.with_suffix(".csv"))}
         for form, extract in extracts.items():
             assert (list(extract.columns), len(extract)) == (list(rows.columns), len(rows)), (table.name, form)
+        whole = [f.name for f in DeltaTable(str(table)).to_pyarrow_table().schema if pa.types.is_integer(f.type)]
+        parquet, csv = pq.read_schema(bi.with_suffix(".parquet")), pd.read_csv(bi.with_suffix(".csv"), dtype=str)
+        for column in whole:   # whole numbers stay whole, nulls or not (minutes_asleep was 458.0)
+            assert pa.types.is_integer(parquet.field(column).type), (table.name, column)
+            assert csv[column].dropna().str.fullmatch(r"-?\d+").all(), (table.name, column)
     outputs = [p for p in job_run["widget_lake"].rglob("*") if p.is_file()
                and not any(part in ("bronze", "silver", "checkpoints", "kafka", "_producer", "_secrets", "gold")
                            for part in p.relative_to(job_run["widget_lake"]).parts)]
