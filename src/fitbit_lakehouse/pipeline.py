@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -101,6 +102,19 @@ def _in_lake(settings: Settings, filename) -> bool:
     return bool(filename) and Path(os.path.abspath(filename)).is_relative_to(os.path.abspath(settings.lake_dir))
 
 
+def _holder_said(pid: str) -> str:
+    """" (pid 31116: make stream)" for a lock's holder: a step held by make stream is held until Ctrl-C."""
+    from .kafka_broker import _command_line
+
+    if not pid.isdigit():
+        return ""
+    command = re.search(r"-m fitbit_lakehouse (\w[\w-]*)", _command_line(int(pid)))
+    if command is None:
+        return f" (pid {pid})"
+    make = command.group(1) in ("run", "stream", "job", "alerts", "export", "vacuum", "lab", "dashboard")
+    return f" (pid {pid}: {'make' if make else 'python -m fitbit_lakehouse'} {command.group(1)})"
+
+
 @contextmanager
 def writing(settings: Settings, step: str, doing: str | None = None):
     """Held while a step writes the lake: one process per step and lake at a time (two bronze or two
@@ -125,9 +139,9 @@ def writing(settings: Settings, step: str, doing: str | None = None):
             except BlockingIOError:
                 lock.seek(0)
                 holder = lock.read().strip()
-                raise LakeBusy(f"another process{f' (pid {holder})' if holder.isdigit() else ''} is running "
-                               f"{step} on the lake {settings.lake_dir}: wait for it to end, or point "
-                               f"FITBIT_LAKE_DIR at another lake") from None
+                raise LakeBusy(f"another process{_holder_said(holder)} is running {step} on the lake "
+                               f"{settings.lake_dir}: wait for it to end, or point FITBIT_LAKE_DIR at another "
+                               f"lake") from None
             except OSError as exc:   # a file system without locks: go on unguarded
                 log.warning("no lock for %s on %s (%s): make sure no other process runs it", step, path, exc)
             else:   # for the line a refused process prints
@@ -519,8 +533,8 @@ def _stream(settings: Settings) -> None:
     from .bronze import BRONZE_EVENTS, hit_kafka_metrics_bug, start_bronze
     from .gold import run_gold
     from .kafka_broker import ensure_broker, ensure_topics
-    from .silver import INGEST_LOG, INGEST_LOG_SCHEMA, create_quarantine, start_silver
-    from .spark import get_spark, trigger_of
+    from .silver import IDENTITY, INGEST_LOG, INGEST_LOG_SCHEMA, create_quarantine, start_silver
+    from .spark import claim_scratch, get_spark, trigger_of
     from .tables import Lake
 
     settings = settings.with_overrides(**(settings.get("stream.settings") or {}))   # a stream's batch bounds
@@ -538,9 +552,17 @@ def _stream(settings: Settings) -> None:
         run_gold(batch.sparkSession, settings)
         publish_alerts(batch.sparkSession, settings)
 
-    gold = (lake.read_stream("silver", INGEST_LOG).writeStream.queryName(settings.get("gold.query_name"))
+    if lake.exists("silver", IDENTITY):   # first what batch runs left, and kpi.* changed: not at the next record
+        run_gold(spark, settings)
+        publish_alerts(spark, settings)
+    # Gold's query only says that silver wrote a batch (run_gold finds what changed from silver's own
+    # versions), so it starts at the log's current version with a checkpoint in this process's scratch
+    # dir: none in the lake lags behind batch runs and holds the log's old files from make vacuum.
+    shutil.rmtree(lake.checkpoint("gold", settings.get("gold.query_name")), ignore_errors=True)   # an earlier version's
+    gold = (lake.read_stream("silver", INGEST_LOG, startingVersion=lake.version("silver", INGEST_LOG))
+            .writeStream.queryName(settings.get("gold.query_name"))
             .foreachBatch(update_gold)
-            .option("checkpointLocation", lake.checkpoint("gold", settings.get("gold.query_name")))
+            .option("checkpointLocation", str(claim_scratch(settings) / "gold-trigger"))
             .trigger(**trigger_of(settings, "gold", "processingTime")).start())
     bronze = start_bronze(spark, settings, "processingTime", topic_id)
     create_quarantine(lake)   # before silver's first micro-batch, which may write it

@@ -81,10 +81,7 @@ def test_gold_follows_the_stream_and_a_later_day_shows_up(base_settings, broker,
                                                "kafka.bootstrap_servers": broker.bootstrap_servers, **overrides})
     env = dict(os.environ, FITBIT_LAKE_DIR=str(lake), FITBIT_RAW_DIR=str(raw), FITBIT_USER_KEY_SECRET=SECRET,
                KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, FITBIT_SETTINGS=json.dumps(overrides))
-    proc = subprocess.Popen([sys.executable, "-m", "fitbit_lakehouse", "stream"], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    output: list[str] = []
-    threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    proc, output = _start_stream(env)
     min_steps = int(settings.get("kpi.valid_day_min_steps"))
     try:
         _wait_until(lambda: any("Ctrl-C stops" in line for line in output), 180, "the queries start", proc, output)
@@ -105,14 +102,7 @@ def test_gold_follows_the_stream_and_a_later_day_shows_up(base_settings, broker,
                     "silver, 0 commits for gold", 30, "status lines that count every record",
                     proc, output)
     finally:
-        # SIGTERM to the whole process group, as `timeout` or systemd send it (Ctrl-C in a terminal is
-        # SIGINT to the group): the stream still stops between micro-batches, its Spark JVM untouched
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            code = proc.wait(60)
-        except subprocess.TimeoutExpired:
-            code = "still running 60 s after SIGTERM"
-            proc.kill()
+        code = _stop(proc)
     assert code == 0, "".join(output)   # it stopped by itself, as a stream asked to stop does
     assert not (lake / "reports" / "gold.json").exists(), "04_gold's step ran: gold must come from the stream"
     # a normal run and its stop print no Spark log lines, errors or tracebacks (the JVM launcher's one
@@ -124,6 +114,55 @@ def test_gold_follows_the_stream_and_a_later_day_shows_up(base_settings, broker,
     assert not noise, "".join(output)
     _assert_compacted_and_counted_once(lake, sent=len(first_days) + len(later_day),
                                        keys=len(pd.concat([first_days, later_day])[["Id", "ActivityDate"]].drop_duplicates()))
+
+    # started again with another steps goal and nothing new: gold is rebuilt with it at the start (it
+    # waited for the next record), and no checkpoint in the lake lags behind for make vacuum to keep
+    goal = 8000
+    proc, output = _start_stream({**env, "FITBIT_SETTINGS": json.dumps({**overrides, "kpi.activity.steps_goal": goal})})
+    try:
+        _wait_until(lambda: any("Ctrl-C stops" in line for line in output), 180, "the queries start", proc, output)
+        expected = _expected_activity(pd.concat([first_days, later_day]), min_steps, goal)
+        assert _activity(lake) == expected   # before the queries started
+        assert any("built with other KPI settings" in line for line in output), "".join(output)
+    finally:
+        assert _stop(proc) == 0, "".join(output)
+    assert not (lake / "checkpoints" / "gold").joinpath(settings.get("gold.query_name")).exists()
+
+
+def _start_stream(env: dict) -> tuple[subprocess.Popen, list[str]]:
+    proc = subprocess.Popen([sys.executable, "-m", "fitbit_lakehouse", "stream"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    return proc, output
+
+
+def _stop(proc: subprocess.Popen) -> int | str:
+    """SIGTERM to the whole process group, as `timeout` or systemd send it (Ctrl-C in a terminal is
+    SIGINT to the group): the stream still stops between micro-batches, its Spark JVM untouched."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return "still running 60 s after SIGTERM"
+
+
+def _expected_activity(rows: pd.DataFrame, min_steps: int, steps_goal: int) -> dict:
+    """(user_key, date_key) -> activity_score by CONTRACT's formula, the steps goal given."""
+    valid = rows[rows["TotalSteps"].astype(int) >= min_steps]
+    dates = pd.to_datetime(valid["ActivityDate"], format="%m/%d/%Y").dt.strftime("%Y%m%d").astype(int)
+    mvpa = valid["VeryActiveMinutes"].astype(float) + valid["FairlyActiveMinutes"].astype(float)
+    score = (0.5 * (valid["TotalSteps"].astype(float) / steps_goal).clip(upper=1) + 0.5 * (mvpa / 30).clip(upper=1))
+    return {(user_key(int(i), SECRET), int(d)): round(float(a), 9) for i, d, a in zip(valid["Id"], dates, score)}
+
+
+def _activity(lake: Path) -> dict:
+    from deltalake import DeltaTable
+
+    frame = DeltaTable(str(lake / "gold" / "kpi_daily_wellness")).to_pandas(columns=["user_key", "date_key",
+                                                                                    "activity_score"])
+    return {(u, int(d)): round(float(a), 9) for u, d, a in frame.itertuples(index=False, name=None)}
 
 
 def _silver_taken(output: list[str]) -> int:

@@ -69,3 +69,16 @@ def test_the_cli_says_so_in_one_line(lake):
     assert done.returncode == 2
     assert done.stderr.strip() == (f"error: another process (pid {holder.pid}) is running silver on the lake "
                                    f"{lake.lake_dir}: wait for it to end, or point FITBIT_LAKE_DIR at another lake")
+
+
+def test_a_step_held_by_make_stream_says_so(monkeypatch):
+    """make stream holds bronze, silver and gold until Ctrl-C: "another process (pid 31116)" did not
+    say which, or that it would not end by itself."""
+    from fitbit_lakehouse import kafka_broker
+
+    commands = {"31116": "/p/.venv/bin/python -m fitbit_lakehouse stream ", "42": "/p/.venv/bin/python -c x ",
+                "7": "python -m fitbit_lakehouse gold "}
+    monkeypatch.setattr(kafka_broker, "_command_line", lambda pid: commands[str(pid)])
+    assert pipeline._holder_said("31116") == " (pid 31116: make stream)"
+    assert pipeline._holder_said("7") == " (pid 7: python -m fitbit_lakehouse gold)"
+    assert pipeline._holder_said("42") == " (pid 42)" and pipeline._holder_said("") == ""
