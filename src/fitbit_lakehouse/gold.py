@@ -432,6 +432,10 @@ class GoldWriter:
             facts = lake.read("gold", "fact_daily_activity").join(F.broadcast(users), "user_key", "left_semi") \
                 if lake.exists("gold", "fact_daily_activity") else None
             users_rows = dim_user(facts, users, self.kpi)
+            if lake.exists("gold", "dim_user"):   # users gold holds as rebuilt: no write
+                users_rows = users_rows.subtract(lake.read("gold", "dim_user").select(*users_rows.columns))
+                if users_rows.isEmpty():
+                    return {"dim_user": WriteMetrics().__dict__}
             return {"dim_user": lake.merge(users_rows, "gold", "dim_user", GOLD_KEYS["dim_user"],
                                            update=_changed(users_rows.columns, GOLD_KEYS["dim_user"])).__dict__}
 
@@ -461,14 +465,18 @@ class GoldWriter:
 
     def _replace_days(self, name: str, rows: DataFrame, keys: DataFrame, days: KeyRange):
         """MERGE the rebuilt rows of the scope's user-days: insert new, update changed, and delete the
-        rows of those user-days that the rebuild no longer yields. Days gold does not hold yet need
-        none of that: they are appended."""
+        rows of those user-days that the rebuild no longer yields. Rows gold holds as rebuilt are left
+        out, so a rebuild that changes nothing (a backfill, a KPI change a fact does not follow) writes
+        no version and rewrites no file. Days gold does not hold yet need none of that: they are appended."""
         lake, key = self.lake, GOLD_KEYS[name]
         if not lake.exists("gold", name) or lake.holds_none("gold", name, days):
             return lake.append(rows, "gold", name)
-        stale = (lake.read("gold", name).join(keys, ["user_key", "date_key"], "left_semi")
-                 .join(rows.select(*key), list(key), "left_anti"))
-        source = rows.withColumn("_deleted", F.lit(False)).unionByName(stale.withColumn("_deleted", F.lit(True)))
+        stored = lake.read("gold", name).join(keys, ["user_key", "date_key"], "left_semi")
+        stale = stored.join(rows.select(*key), list(key), "left_anti")
+        changed = rows.subtract(stored.select(*rows.columns))   # EXCEPT: nulls equal, as <=>
+        source = changed.withColumn("_deleted", F.lit(False)).unionByName(stale.withColumn("_deleted", F.lit(True)))
+        if source.isEmpty():
+            return WriteMetrics()
         return lake.merge(source, "gold", name, key, columns=rows.columns,
                           update=f"NOT s._deleted AND ({_changed(rows.columns, key)})",
                           delete="s._deleted", insert="NOT s._deleted")

@@ -529,6 +529,13 @@ def test_gold_built_with_other_kpi_settings_is_rebuilt_whole(spark, base_setting
     assert "built with other KPI settings (kpi.activity.steps_goal: 10000 -> 20000, kpi.segments: " in said
     assert run_gold(spark, changed)["user_days"] == 0   # rebuilt once, and silver's versions noted with it
 
+    # a backfill of days gold holds as they follow from silver: rebuilt, compared, and nothing written (it
+    # was a MERGE of every row: a new version of each table, files rewritten, readers told of a change)
+    versions = {t: lake.version("gold", t) for t in ("fact_daily_activity", "kpi_daily_wellness", "dim_user")}
+    assert run_gold(spark, changed, date(2016, 4, 12), date(2016, 4, 14))["user_days"] == len(days)
+    assert {t: lake.version("gold", t) for t in versions} == versions
+    assert scores() == by_hand(20000, [("High", 250), ("Low", 0)])
+
     from fitbit_lakehouse.gold import NothingToBuild, require_gold_of
 
     require_gold_of(changed)   # what insights asks before it reports (and logs the KPI settings to MLflow)
