@@ -5,6 +5,7 @@ The object is passed explicitly to every layer; nothing reads the environment la
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -151,12 +152,14 @@ def mistyped_settings(known: Mapping, dotted_values: Mapping[str, Any]) -> list[
         current = _value(known, dotted)
         kind = _also_taken(dotted) or (bool if isinstance(current, bool) else
                                       float if isinstance(current, (int, float)) else None)
-        if isinstance(current, Mapping) and not isinstance(value, Mapping) and not _is_open(dotted):
+        if isinstance(current, Mapping) and not isinstance(value, Mapping):
             wrong.append(f"{dotted} takes a mapping of settings (as in conf/base.yml), not {value!r}")
         elif isinstance(current, list) and not isinstance(value, list):
             wrong.append(f"{dotted} takes a list (as in conf/base.yml), not {value!r}")
-        if value is None or kind is None or dotted in ENV_OVERRIDES.values():   # those come as text
+        if kind is None or dotted in ENV_OVERRIDES.values():   # those come as text
             continue
+        if value is None:
+            wrong.append(f"{dotted} takes {'true or false' if kind is bool else 'a number'}, not null")
         if kind is bool and not isinstance(value, bool):
             wrong.append(f"{dotted} takes true or false, not {value!r}")
         elif kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -173,6 +176,8 @@ class Bound:
     whole: bool = False
 
     def refuses(self, value: float) -> str | None:
+        if not math.isfinite(value):
+            return f"takes a finite number, not {value!r}"
         below = value <= self.low if self.strictly else value < self.low
         if not below and (self.high is None or value <= self.high) and (not self.whole or value == int(value)):
             return None
@@ -188,7 +193,7 @@ NUMBER_BOUNDS = {
     "kpi.activity.*_goal*": ABOVE_ZERO, "kpi.sleep.*_goal*": ABOVE_ZERO, "kpi.goal_alert_steps": ABOVE_ZERO,
     "kpi.*_weight": SHARE, "kpi.wellness.scale": ABOVE_ZERO, "kpi.wellness.decimals": Bound(high=10, whole=True),
     "insights.low_sleep_efficiency": SHARE, "insights.min_pairs_for_correlation": Bound(low=2, whole=True),
-    "*port": Bound(low=1, high=65535, whole=True),
+    "*_port": Bound(low=1, high=65535, whole=True), "*.port": Bound(low=1, high=65535, whole=True),
     "*.claim_timeout_s": Bound(), "*timeout_s": ABOVE_ZERO, "*.poll_s": ABOVE_ZERO, "*.refresh_seconds": ABOVE_ZERO,
     **dict.fromkeys(("kafka.partitions", "kafka.replication_factor", "producer.records_per_message",
                      "producer.batch_size_bytes", "producer.max_request_size", "bronze.max_*",
@@ -224,11 +229,12 @@ def out_of_range_settings(tree: Mapping) -> list[str]:
             wrong.append(f"{first} and {second} are a weighted mean: they add up to 1, not {total:g}")
     for rule, limits in (get("validation.rules") or {}).items():
         for low, high in (("min", "max"), ("min_year", "max_year")):
-            if isinstance(limits, Mapping) and low in limits and high in limits and limits[low] > limits[high]:
+            pair = (limits.get(low), limits.get(high)) if isinstance(limits, Mapping) else (None, None)
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair) and pair[0] > pair[1]:
                 wrong.append(f"validation.rules.{rule}: {low} {limits[low]} is above {high} {limits[high]}")
     for dotted, name, number in CUT_OFFS:
-        cut_offs = [entry.get(number) for entry in get(dotted) or []]
-        names = [entry.get(name) for entry in get(dotted) or []]
+        entries = [entry if isinstance(entry, Mapping) else {} for entry in get(dotted) or []]
+        cut_offs, names = [entry.get(number) for entry in entries], [entry.get(name) for entry in entries]
         if not cut_offs or any(isinstance(c, bool) or not isinstance(c, (int, float)) for c in cut_offs):
             wrong.append(f"{dotted} takes a list of {{{name}: ..., {number}: <number>}}, highest first")
         elif any(a <= b for a, b in zip(cut_offs, cut_offs[1:])) or cut_offs[-1] != 0 or len(set(names)) < len(names):
@@ -335,9 +341,10 @@ class Settings:
 
     def with_overrides(self, **dotted_values: Any) -> "Settings":
         """A copy with settings replaced, e.g. notebook parameters: {"paths.raw_dir": "..."}."""
-        _refuse_unknown(self.raw, dotted_values, "a setting given over conf/ (a parameter, stream.settings)")
+        given = {dotted: value for dotted, value in dotted_values.items() if value not in (None, "")}   # not given
+        _refuse_unknown(self.raw, given, "a setting given over conf/ (a parameter, stream.settings)")
         tree = copy.deepcopy(self.raw)
-        _apply(tree, {dotted: value for dotted, value in dotted_values.items() if value not in (None, "")})
+        _apply(tree, given)
         _refuse_out_of_range(tree, "a setting given over conf/ (a parameter, stream.settings)")
         return Settings(raw=tree, project_root=self.project_root, env=self.env)
 

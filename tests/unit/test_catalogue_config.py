@@ -221,6 +221,8 @@ def test_load_settings_fitbit_settings_variable():
     ({"kpi.activity.steps_goal": "8k"}, "kpi.activity.steps_goal takes a number, not '8k'"),   # failed in gold
     ({"kpi": 5}, "kpi takes a mapping of settings \\(as in conf/base.yml\\), not 5"),   # a TypeError in gold
     ({"kpi.segments": "High"}, "kpi.segments takes a list \\(as in conf/base.yml\\), not 'High'"),
+    ({"stream.settings": 5}, "stream.settings takes a mapping of settings"),   # failed as make stream started
+    ({"kpi.activity.steps_goal": None}, "kpi.activity.steps_goal takes a number, not null"),
 ])
 def test_a_misspelled_setting_is_one_line_that_names_the_setting_meant(settings, says):
     """A typo in FITBIT_SETTINGS used to be taken silently: the run went on with the default."""
@@ -250,6 +252,8 @@ def test_a_misspelled_setting_is_one_line_that_names_the_setting_meant(settings,
      "kpi.segments: each min_active_minutes below the one before"),
     ({"kpi.segments": [{"name": "High", "min_active_minutes": "270"}, {"name": "Low", "min_active_minutes": 0}]},
      "kpi.segments takes a list of {name: ..., min_active_minutes: <number>}, highest first"),
+    ({"kpi.segments": ["High", "Low"]}, "kpi.segments takes a list of {name: ..., min_active_minutes: <number>}"),
+    ({"validation.rules.heart_rate_out_of_range.max": 10}, "validation.rules.heart_rate_out_of_range: min 20 is above max 10"),
 ])
 def test_a_number_setting_that_would_make_figures_meaningless_is_one_line(settings, says):
     """A goal of 0, weights that do not add up to 1, cut-offs out of order: none of them failed, the
@@ -278,6 +282,10 @@ def test_number_settings_in_range_are_taken_and_checked_over_conf_as_well():
         s.with_overrides(**{"kpi.sleep.asleep_goal_minutes": 0})   # a notebook parameter, stream.settings
     for env in ("local", "workspace"):   # the project's own settings are in range
         load_settings(env=env, conf_dir=CONF, environ={})
+    for yaml_text, says in (("{kpi.activity.steps_goal: .nan}", "kpi.activity.steps_goal takes a finite number, not nan"),
+                            ("{synthetic.users: .inf}", "synthetic.users takes a finite number, not inf")):
+        with pytest.raises(ConfigError, match=re.escape(says)):   # NaN passed every comparison; inf failed in int()
+            load_settings(env="local", conf_dir=CONF, environ={"FITBIT_SETTINGS": yaml_text})
 
 
 def test_settings_under_maps_of_the_users_own_keys_are_taken(tmp_path):
