@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
 
-from pyspark import inheritable_thread_target
+from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -432,12 +432,11 @@ class GoldWriter:
             facts = lake.read("gold", "fact_daily_activity").join(F.broadcast(users), "user_key", "left_semi") \
                 if lake.exists("gold", "fact_daily_activity") else None
             users_rows = dim_user(facts, users, self.kpi)
-            if lake.exists("gold", "dim_user"):   # users gold holds as rebuilt: no write
-                users_rows = users_rows.subtract(lake.read("gold", "dim_user").select(*users_rows.columns))
-                if users_rows.isEmpty():
-                    return {"dim_user": WriteMetrics().__dict__}
-            return {"dim_user": lake.merge(users_rows, "gold", "dim_user", GOLD_KEYS["dim_user"],
-                                           update=_changed(users_rows.columns, GOLD_KEYS["dim_user"])).__dict__}
+            if lake.exists("gold", "dim_user"):
+                users_rows = _not_held(users_rows, lake.read("gold", "dim_user"))
+            return {"dim_user": _written_unless_empty(users_rows, lambda rows: lake.merge(
+                rows, "gold", "dim_user", GOLD_KEYS["dim_user"], update=_changed(rows.columns, GOLD_KEYS["dim_user"])
+            )).__dict__}
 
         built = self.build(silver, identity)
 
@@ -473,13 +472,11 @@ class GoldWriter:
             return lake.append(rows, "gold", name)
         stored = lake.read("gold", name).join(keys, ["user_key", "date_key"], "left_semi")
         stale = stored.join(rows.select(*key), list(key), "left_anti")
-        changed = rows.subtract(stored.select(*rows.columns))   # EXCEPT: nulls equal, as <=>
-        source = changed.withColumn("_deleted", F.lit(False)).unionByName(stale.withColumn("_deleted", F.lit(True)))
-        if source.isEmpty():
-            return WriteMetrics()
-        return lake.merge(source, "gold", name, key, columns=rows.columns,
-                          update=f"NOT s._deleted AND ({_changed(rows.columns, key)})",
-                          delete="s._deleted", insert="NOT s._deleted")
+        source = (_not_held(rows, stored).withColumn("_deleted", F.lit(False))
+                  .unionByName(stale.withColumn("_deleted", F.lit(True))))
+        return _written_unless_empty(source, lambda source: lake.merge(
+            source, "gold", name, key, columns=rows.columns, update=f"NOT s._deleted AND ({_changed(rows.columns, key)})",
+            delete="s._deleted", insert="NOT s._deleted"))
 
     def _extend_dates(self, scope: Scope) -> WriteMetrics:
         """dim_date: every day from the first to the last of gold; a scope past either end adds the
@@ -501,6 +498,21 @@ class GoldWriter:
 
 def _key_of(day: date) -> int:
     return int(day.strftime("%Y%m%d"))
+
+
+def _not_held(rows: DataFrame, stored: DataFrame) -> DataFrame:
+    """The rows gold does not hold as they are (EXCEPT: nulls and NaNs equal, as <=>)."""
+    return rows.subtract(stored.select(*rows.columns))
+
+
+def _written_unless_empty(source: DataFrame, write) -> WriteMetrics:
+    """write(source), unless source has no row: then no version is written. The source is computed
+    once for the check and the MERGE (which reads it twice)."""
+    source = source.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return WriteMetrics() if source.isEmpty() else write(source)
+    finally:
+        source.unpersist()
 
 
 def _changed(columns, key) -> str:
