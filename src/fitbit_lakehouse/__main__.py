@@ -206,7 +206,6 @@ def _dispatch(args, settings) -> int:
         from .kafka_broker import ensure_broker
 
         ensure_broker(settings)
-        print(f"Waiting for alerts on {settings.alerts_topic} (Ctrl-C stops) ...", flush=True)
         consume_alerts(settings, from_beginning=not args.latest)
     elif args.command == "stream":
         pipeline.stream(settings)

@@ -202,38 +202,44 @@ def alert_line(alert: dict) -> str:
             f"hour {hour:02d}:00-{hour + 1:02d}:00 (goal {alert['goal_steps']:,})")
 
 
-def consume_alerts(settings: Settings, from_beginning: bool = True, idle_timeout_s: float | None = None) -> int:
-    """`make alerts`: print alerts as they arrive (Ctrl-C stops). A broker that stops answering for
-    kafka.probe_timeout_s ends it in one line: kafka-python would log its reconnects for ever, and
-    attach to whatever broker starts next on the port (a new lake's, whose alerts it would print again)."""
+PROBE_EVERY_S = 5   # make alerts, while no alert comes: how often it asks the broker whether it is there
+
+
+def consume_alerts(settings: Settings, from_beginning: bool = True) -> int:
+    """`make alerts`: print alerts as they arrive (Ctrl-C stops). A broker that has not answered a
+    metadata request (with the client's own security) for kafka.probe_timeout_s ends it in one line:
+    kafka-python logs its reconnects for ever, and attaches to whatever broker starts next on the
+    address (a new lake's, whose alerts it would print again; one started again sooner than that
+    is taken for the same broker)."""
     from kafka import KafkaConsumer
 
-    from .kafka_broker import parse_bootstrap, port_open
+    from .kafka_broker import kafka_probe
 
     consumer = KafkaConsumer(settings.alerts_topic, bootstrap_servers=settings.bootstrap_servers,
                              auto_offset_reset="earliest" if from_beginning else "latest",
                              isolation_level="read_committed",
                              client_id="fitbit-alerts-console", **client_options(settings))
-    addresses = [parse_bootstrap(a) for a in settings.bootstrap_servers.split(",")]
+    print(f"Waiting for alerts on {settings.alerts_topic} (Ctrl-C stops) ...", flush=True)
     grace = float(settings.get("kafka.probe_timeout_s"))
     kafka_log = logging.getLogger("kafka")
     level = kafka_log.level
-    kafka_log.setLevel(logging.CRITICAL)   # its reconnect errors: the check below says it in one line
-    seen, last_message, unreachable_since = 0, time.monotonic(), None
+    kafka_log.setLevel(logging.CRITICAL + 1)   # its reconnect errors: the probe below says why in one line
+    seen, unanswered_since, next_probe = 0, None, time.monotonic() + PROBE_EVERY_S
     try:
-        while not idle_timeout_s or time.monotonic() - last_message < idle_timeout_s:
+        while True:
             batches = consumer.poll(timeout_ms=1000)
             for message in (m for batch in batches.values() for m in batch):
                 print(alert_line(json.loads(message.value)), flush=True)
-                seen, last_message = seen + 1, time.monotonic()
-            if batches or any(port_open(host, port) for host, port in addresses):
-                unreachable_since = None
-            elif unreachable_since is None:
-                unreachable_since = time.monotonic()
-            elif time.monotonic() - unreachable_since >= grace:
-                raise BrokerError(f"The broker at {settings.bootstrap_servers} stopped answering ({grace:g} s): "
-                                  f"make alerts stops. Start it again (make kafka-up, make run or make stream), "
-                                  f"then make alerts.")
+                seen += 1
+            if batches or time.monotonic() < next_probe:
+                continue
+            why = kafka_probe(settings.bootstrap_servers, min(grace, PROBE_EVERY_S), **client_options(settings))
+            next_probe = time.monotonic() + PROBE_EVERY_S
+            unanswered_since = None if why is None else unanswered_since or time.monotonic()
+            if unanswered_since is not None and time.monotonic() - unanswered_since >= grace:
+                raise BrokerError(f"The broker at {settings.bootstrap_servers} has not answered for {grace:g} s "
+                                  f"({type(why).__name__}): make alerts stops. Start it again (make kafka-up, make "
+                                  f"run or make stream), then make alerts.")
     except KeyboardInterrupt:
         pass
     finally:

@@ -113,7 +113,7 @@ def live() -> None:
         alerts = d.recent_alerts(gold.alerts, OPTIONS.alerts)
         if len(alerts):
             st.dataframe(alerts, hide_index=True, width="stretch", column_config={
-                "reached_at": st.column_config.DatetimeColumn("goal reached at", format="YYYY-MM-DD HH:mm"),
+                "reached_at": st.column_config.DatetimeColumn("goal reached in the hour from", format="YYYY-MM-DD HH:mm"),
                 "date": st.column_config.DateColumn("day", format="YYYY-MM-DD"),
                 "steps_at_alert": st.column_config.NumberColumn("steps then", format="%d"),
                 "goal_steps": st.column_config.NumberColumn("goal", format="%d")})

@@ -392,7 +392,8 @@ def recent_alerts(alerts: pd.DataFrame, limit: int) -> pd.DataFrame:
 def display_alerts(recent: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "day": _dates_of_keys(recent["date_key"]).map(_day).values if len(recent) else [],
-        "goal reached at": pd.to_datetime(recent["reached_at"]).dt.strftime("%H:%M").values,
+        # the hour whose steps reached the goal (reached_at is its start): by its end, not by its start
+        "goal reached in": [f"{h:02d}:00-{h + 1:02d}:00" for h in pd.to_datetime(recent["reached_at"]).dt.hour],
         "user": recent["user_key"].astype(str).str[:8].values,   # a pseudonym: the prefix is enough to tell users apart
         "goal steps": recent["goal_steps"].map(_int).values,
         "steps at alert": recent["steps_at_alert"].map(_int).values})

@@ -165,7 +165,7 @@ def _topic_size(settings) -> int:
         consumer.close()
 
 
-def _make_alerts_beside(settings) -> dict:
+def _make_alerts_beside(settings, capsys) -> dict:
     """make alerts in a thread: what it returned or raised. It used to log kafka-python's reconnect
     errors for ever once its broker was gone, then print every alert of the next lake's broker."""
     from fitbit_lakehouse.alerts import consume_alerts
@@ -180,11 +180,16 @@ def _make_alerts_beside(settings) -> dict:
 
     ended["thread"] = threading.Thread(target=run, daemon=True)
     ended["thread"].start()
-    time.sleep(2)   # subscribed
+    printed = ""
+    deadline = time.monotonic() + 60
+    while "Waiting for alerts" not in printed and ended["thread"].is_alive() and time.monotonic() < deadline:
+        printed += capsys.readouterr().out   # it says so once its consumer is connected
+        time.sleep(0.2)
+    assert "Waiting for alerts" in printed, ended
     return ended
 
 
-def test_clean_lake_stops_the_lakes_broker_and_deletes_its_topics_with_the_lake(own_broker):
+def test_clean_lake_stops_the_lakes_broker_and_deletes_its_topics_with_the_lake(own_broker, capsys):
     """make clean-lake, last in this module (its lake is done with): the broker the project started
     for the lake is stopped, and its topic data goes with the tables; the raw CSVs stay."""
     from fitbit_lakehouse.kafka_broker import speaks_kafka
@@ -193,11 +198,11 @@ def test_clean_lake_stops_the_lakes_broker_and_deletes_its_topics_with_the_lake(
     settings = own_broker
     pid = LocalBroker(settings).running_pid()
     assert pid and speaks_kafka(settings.bootstrap_servers, 5)
-    alerts_console = _make_alerts_beside(settings.with_overrides(**{"kafka.probe_timeout_s": 2}))
+    alerts_console = _make_alerts_beside(settings.with_overrides(**{"kafka.probe_timeout_s": 2}), capsys)
     deleted = {p.name for p in clean_lake(settings)}
     alerts_console["thread"].join(30)   # make alerts, left open beside it, ends in one line
     assert not alerts_console["thread"].is_alive()
-    assert "stopped answering" in str(alerts_console.get("error")) and "\n" not in str(alerts_console["error"])
+    assert "has not answered for 2 s" in str(alerts_console.get("error")) and "\n" not in str(alerts_console["error"])
     assert {"bronze", "silver", "checkpoints", "_producer", "kafka"} <= deleted, deleted
     assert not speaks_kafka(settings.bootstrap_servers, 2)
     cmdline = Path(f"/proc/{pid}/cmdline")

@@ -231,7 +231,7 @@ def test_recent_alerts_newest_first():
     recent = recent_alerts(_tables()["alerts"], 2)
     assert recent["date_key"].tolist() == [20160417, 20160412]
     shown = insights.display_alerts(recent)
-    assert shown["goal reached at"].tolist() == ["09:00", "20:00"] and shown["day"][0] == "Sun 17 Apr 2016"
+    assert shown["goal reached in"].tolist() == ["09:00-10:00", "20:00-21:00"] and shown["day"][0] == "Sun 17 Apr 2016"
     assert insights.read_alerts(_tables()["alerts"]).startswith("3 user-days reached the 10,000-step goal (2 users)")
 
 
