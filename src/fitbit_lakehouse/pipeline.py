@@ -556,8 +556,10 @@ def _stream(settings: Settings) -> None:
         run_gold(spark, settings)
         publish_alerts(spark, settings)
     # Gold's query only says that silver wrote a batch (run_gold finds what changed from silver's own
-    # versions), so it starts at the log's current version with a checkpoint in this process's scratch
-    # dir: none in the lake lags behind batch runs and holds the log's old files from make vacuum.
+    # versions), so it starts at the log's current version (included: its first batch may find nothing
+    # new; "latest" could miss a silver batch written before the query first looks) with a checkpoint in
+    # this process's scratch dir: none in the lake lags behind batch runs and holds the log's old files
+    # from make vacuum.
     shutil.rmtree(lake.checkpoint("gold", settings.get("gold.query_name")), ignore_errors=True)   # an earlier version's
     gold = (lake.read_stream("silver", INGEST_LOG, startingVersion=lake.version("silver", INGEST_LOG))
             .writeStream.queryName(settings.get("gold.query_name"))
