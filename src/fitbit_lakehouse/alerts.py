@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime
 
 from pyspark.sql import functions as F
 
 from . import faults
 from .config import Settings
-from .gold import GOAL_ALERTS
+from .gold import GOAL_ALERTS, goal_hour
 from .kafka_broker import BrokerError, client_options, make_producer
 from .tables import Lake, change_feed_gone
 
@@ -195,11 +196,9 @@ def _committed(consumer, tp, start: int, end: int, deadline: float):
 
 
 def alert_line(alert: dict) -> str:
-    """An alert as make alerts prints it. reached_at is the start of the hour whose steps reached the
-    goal: by its end, not by its start (an 11:00 hour of 3,000 steps after 9,000 is "in 11:00-12:00")."""
-    hour = int(alert["reached_at"][11:13])
+    """An alert as make alerts prints it."""
     return (f"GOAL {alert['date_key']} user {alert['user_key'][:12]}: {alert['steps_at_alert']:,} steps in the "
-            f"hour {hour:02d}:00-{hour + 1:02d}:00 (goal {alert['goal_steps']:,})")
+            f"hour {goal_hour(datetime.fromisoformat(alert['reached_at']))} (goal {alert['goal_steps']:,})")
 
 
 PROBE_EVERY_S = 5   # make alerts, while no alert comes: how often it asks the broker whether it is there
@@ -215,10 +214,10 @@ def consume_alerts(settings: Settings, from_beginning: bool = True) -> int:
 
     from .kafka_broker import kafka_probe
 
+    security = client_options(settings)   # the secrets are read once, not at every probe
     consumer = KafkaConsumer(settings.alerts_topic, bootstrap_servers=settings.bootstrap_servers,
                              auto_offset_reset="earliest" if from_beginning else "latest",
-                             isolation_level="read_committed",
-                             client_id="fitbit-alerts-console", **client_options(settings))
+                             isolation_level="read_committed", client_id="fitbit-alerts-console", **security)
     print(f"Waiting for alerts on {settings.alerts_topic} (Ctrl-C stops) ...", flush=True)
     grace = float(settings.get("kafka.probe_timeout_s"))
     kafka_log = logging.getLogger("kafka")
@@ -233,7 +232,7 @@ def consume_alerts(settings: Settings, from_beginning: bool = True) -> int:
                 seen += 1
             if batches or time.monotonic() < next_probe:
                 continue
-            why = kafka_probe(settings.bootstrap_servers, min(grace, PROBE_EVERY_S), **client_options(settings))
+            why = kafka_probe(settings.bootstrap_servers, min(grace, PROBE_EVERY_S), **security)
             next_probe = time.monotonic() + PROBE_EVERY_S
             unanswered_since = None if why is None else unanswered_since or time.monotonic()
             if unanswered_since is not None and time.monotonic() - unanswered_since >= grace:

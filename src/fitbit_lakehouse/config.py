@@ -9,6 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -218,11 +219,10 @@ def out_of_range_settings(tree: Mapping) -> list[str]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or _is_open(dotted.rpartition(".")[0]):
             continue
         bound = next((b for pattern, b in NUMBER_BOUNDS.items() if fnmatchcase(dotted, pattern)), Bound())
-        if bound.refuses(value):
-            wrong.append(f"{dotted} {bound.refuses(value)}")
-    def get(dotted: str) -> Any:
-        return _value(tree, dotted)
-
+        problem = bound.refuses(value)
+        if problem:
+            wrong.append(f"{dotted} {problem}")
+    get = partial(_value, tree)
     for first, second in WEIGHT_PAIRS:
         total = (get(first) or 0) + (get(second) or 0)
         if abs(total - 1) > 1e-9:

@@ -474,8 +474,8 @@ class GoldWriter:
         stale = stored.join(rows.select(*key), list(key), "left_anti")
         source = (_not_held(rows, stored).withColumn("_deleted", F.lit(False))
                   .unionByName(stale.withColumn("_deleted", F.lit(True))))
-        return _written_unless_empty(source, lambda source: lake.merge(
-            source, "gold", name, key, columns=rows.columns, update=f"NOT s._deleted AND ({_changed(rows.columns, key)})",
+        return _written_unless_empty(source, lambda changes: lake.merge(
+            changes, "gold", name, key, columns=rows.columns, update=f"NOT s._deleted AND ({_changed(rows.columns, key)})",
             delete="s._deleted", insert="NOT s._deleted"))
 
     def _extend_dates(self, scope: Scope) -> WriteMetrics:
@@ -498,6 +498,12 @@ class GoldWriter:
 
 def _key_of(day: date) -> int:
     return int(day.strftime("%Y%m%d"))
+
+
+def goal_hour(reached_at: datetime) -> str:
+    """The hour whose steps reached the goal, as said to people: reached_at is its start, and its steps
+    count to its end ("11:00-12:00", not "by 11:00")."""
+    return f"{reached_at.hour:02d}:00-{reached_at.hour + 1:02d}:00"
 
 
 def _not_held(rows: DataFrame, stored: DataFrame) -> DataFrame:

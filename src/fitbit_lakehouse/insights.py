@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from .config import Settings
+from .gold import goal_hour
 from .tables import Lake
 
 log = logging.getLogger(__name__)
@@ -393,7 +394,7 @@ def display_alerts(recent: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "day": _dates_of_keys(recent["date_key"]).map(_day).values if len(recent) else [],
         # the hour whose steps reached the goal (reached_at is its start): by its end, not by its start
-        "goal reached in": [f"{h:02d}:00-{h + 1:02d}:00" for h in pd.to_datetime(recent["reached_at"]).dt.hour],
+        "goal reached in": [goal_hour(t) for t in pd.to_datetime(recent["reached_at"])],
         "user": recent["user_key"].astype(str).str[:8].values,   # a pseudonym: the prefix is enough to tell users apart
         "goal steps": recent["goal_steps"].map(_int).values,
         "steps at alert": recent["steps_at_alert"].map(_int).values})

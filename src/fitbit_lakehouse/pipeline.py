@@ -546,15 +546,16 @@ def _stream(settings: Settings) -> None:
     lake = Lake(spark, settings)
     lake.create("silver", INGEST_LOG, spark.createDataFrame([], INGEST_LOG_SCHEMA).schema)
 
+    def bring_gold_up_to_date(session) -> None:
+        run_gold(session, settings)
+        publish_alerts(session, settings)
+
     def update_gold(batch, batch_id):
-        if batch.isEmpty():   # the ingest log's own creation: silver has written nothing yet
-            return
-        run_gold(batch.sparkSession, settings)
-        publish_alerts(batch.sparkSession, settings)
+        if not batch.isEmpty():   # empty: the ingest log's own creation, silver has written nothing yet
+            bring_gold_up_to_date(batch.sparkSession)
 
     if lake.exists("silver", IDENTITY):   # first what batch runs left, and kpi.* changed: not at the next record
-        run_gold(spark, settings)
-        publish_alerts(spark, settings)
+        bring_gold_up_to_date(spark)
     # Gold's query only says that silver wrote a batch (run_gold finds what changed from silver's own
     # versions), so it starts at the log's current version (included: its first batch may find nothing
     # new; "latest" could miss a silver batch written before the query first looks) with a checkpoint in
