@@ -351,21 +351,28 @@ class SilverWriter:
                     F.min(F.when(valid, F.col(second))).alias("low"), F.max(F.when(valid, F.col(second))).alias("high"),
                     F.collect_set(F.when(valid, F.col("fitbit_id"))).alias("ids")]
         write = dict(update=update_condition(kind), txn=txn, properties=SILVER_PROPERTIES, lock=self._merge_lock)
-        if lake.exists("silver", table):
-            stats = records.agg(*measures).first().asDict()
-            written = WriteMetrics()
-            if stats["n"] > stats["bad"]:
-                written = lake.merge(resolve_keys(valid_rows(records, kind), kind.key), "silver", table, kind.key,
-                                     target_filter=pruning_filter(kind, stats["ids"], stats["low"], stats["high"]),
-                                     **write)
-        else:   # a first load: files by time range, so that later MERGEs of new days read few of them
-            observation = Observation()
-            observed = records.observe(observation, *measures)
-            files = max(1, -(-records_estimate // int(self.settings.get("silver.rows_per_file"))))
-            rows = resolve_keys(valid_rows(observed, kind), kind.key).repartitionByRange(files, second)
-            written = lake.merge(rows, "silver", table, kind.key, **write)
-            stats = observation.get
-        bad = self._gathered(quarantine_rows(records, table), stats["bad"]) if stats["bad"] else None
+        stored = lake.exists("silver", table)
+        if stored:   # counted, checked against the stored keys and merged: typed once, not three times
+            records = records.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            if stored:
+                stats = records.agg(*measures).first().asDict()
+                written = WriteMetrics()
+                if stats["n"] > stats["bad"]:
+                    written = lake.merge(resolve_keys(valid_rows(records, kind), kind.key), "silver", table,
+                                         kind.key, target_filter=pruning_filter(kind, stats["ids"], stats["low"],
+                                                                                stats["high"]), **write)
+            else:   # a first load: files by time range, so that later MERGEs of new days read few of them
+                observation = Observation()
+                observed = records.observe(observation, *measures)
+                files = max(1, -(-records_estimate // int(self.settings.get("silver.rows_per_file"))))
+                rows = resolve_keys(valid_rows(observed, kind), kind.key).repartitionByRange(files, second)
+                written = lake.merge(rows, "silver", table, kind.key, **write)
+                stats = observation.get
+            bad = self._gathered(quarantine_rows(records, table), stats["bad"]) if stats["bad"] else None
+        finally:
+            if stored:
+                records.unpersist()
         return _TableResult(table, int(stats["n"]), written, {int(i) for i in stats["ids"]}, bad)
 
     def _quarantine(self, lake: Lake, parts: list["_BadRows"], txn: Txn) -> dict[str, int]:
