@@ -392,6 +392,47 @@ class Lake:
     def _merge(self, source: DataFrame, layer: str, name: str, key: Sequence[str], columns: list[str],
                update: str | None, delete: str | None, insert: str | None, target_filter: KeyRange | None,
                txn: Txn | None, lock) -> WriteMetrics:
+        if delete is None and insert == "true" and self._not_written_yet(layer, name, txn):
+            # rows that would change nothing (stored as they are, or newer) left out; none left, no
+            # version: a replayed day or a re-read bronze rewrites no file (a MERGE rewrites every file
+            # where a key matched, also when its update condition then holds for no row)
+            source = self._changing(source, layer, name, key, update, target_filter).persist(
+                StorageLevel.MEMORY_AND_DISK)
+            try:
+                if source.isEmpty():
+                    return WriteMetrics()
+                return self._merge_all(source, layer, name, key, columns, update, delete, insert, target_filter,
+                                       txn, lock)
+            finally:
+                source.unpersist()
+        return self._merge_all(source, layer, name, key, columns, update, delete, insert, target_filter, txn, lock)
+
+    def _not_written_yet(self, layer: str, name: str, txn: Txn | None) -> bool:
+        """True when Delta holds no commit of this exactly-once write (a replay finds the commit it made
+        before: its counts are that commit's). Unknown (a catalog table, read by name): False."""
+        if txn is None:
+            return True
+        if not self.by_path:
+            return False
+        from deltalake import DeltaTable
+
+        done = DeltaTable(self.path(layer, name)).transaction_version(txn.app_id)
+        return done is None or done < txn.version
+
+    def _changing(self, source: DataFrame, layer: str, name: str, key: Sequence[str], update: str | None,
+                  target_filter: KeyRange | None) -> DataFrame:
+        """The source rows a MERGE would insert or update: no stored row has their key, or the update
+        condition holds for the one that has (a null condition updates nothing, as in the MERGE)."""
+        stored = self.read(layer, name).alias("t")
+        if target_filter is not None:
+            stored = stored.where(target_filter.sql())
+        same_key = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in key)
+        unchanged = f"{same_key} AND NOT coalesce(({update}), false)" if update else same_key
+        return source.alias("s").join(stored, on=F.expr(unchanged), how="left_anti")
+
+    def _merge_all(self, source: DataFrame, layer: str, name: str, key: Sequence[str], columns: list[str],
+                   update: str | None, delete: str | None, insert: str | None, target_filter: KeyRange | None,
+                   txn: Txn | None, lock) -> WriteMetrics:
         session = source.sparkSession
         tag = txn.tag if txn else f"write-{uuid.uuid4()}"
         on = " AND ".join([f"t.`{k}` <=> s.`{k}`" for k in key] + ([target_filter.sql()] if target_filter else []))

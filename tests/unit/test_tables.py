@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from fitbit_lakehouse.tables import KeyRange, Lake, Txn
+from fitbit_lakehouse.tables import KeyRange, Lake, Txn, WriteMetrics
 
 
 @pytest.fixture()
@@ -47,6 +47,28 @@ def test_a_replayed_write_is_skipped_and_its_counts_found_again(spark, lake):
     # another app id (a new checkpoint) is not skipped
     lake.merge(spark.createDataFrame([(4, "d")], "id bigint, v string"), "t", "x", ("id",), txn=Txn("app2", 0))
     assert len(_rows(lake, "x")) == 4
+
+
+def test_rows_stored_as_they_are_write_no_version_and_only_a_changed_row_is_merged(spark, lake):
+    """A batch the table holds already (a replay, bronze read again) writes nothing: Delta's MERGE would
+    rewrite every file where a key matched, though no row changes. A changed row among such rows is
+    merged alone; its write replayed finds its counts again."""
+    schema = "id bigint, v string"
+    lake.merge(spark.createDataFrame([(1, "a"), (2, "b"), (3, None)], schema), "t", "x", ("id",))
+    version = lake.version("t", "x")
+    # (3, "c"): the update condition is null against the stored null, so the MERGE would keep (3, None)
+    same = spark.createDataFrame([(1, "a"), (2, "b"), (3, "c")], schema)
+    assert lake.merge(same, "t", "x", ("id",), update="t.v <> s.v", txn=Txn("app", 1)) == WriteMetrics()
+    assert lake.version("t", "x") == version
+
+    changed = spark.createDataFrame([(1, "a"), (2, "B"), (3, "c")], schema)
+    metrics = lake.merge(changed, "t", "x", ("id",), update="t.v <> s.v", txn=Txn("app", 2))
+    assert (metrics.inserted, metrics.updated) == (0, 1)
+    assert lake.history("t", "x", 1)[0]["operationMetrics"]["numSourceRows"] == "1"
+    version = lake.version("t", "x")
+    assert lake.merge(changed, "t", "x", ("id",), update="t.v <> s.v", txn=Txn("app", 2)) == metrics
+    assert lake.version("t", "x") == version
+    assert _rows(lake, "x") == [(1, "a"), (2, "B"), (3, None)]
 
 
 def test_a_replayed_first_write_is_skipped_too(spark, lake):
@@ -126,7 +148,7 @@ def test_rows_past_the_stored_end_are_appended_and_only_the_overlap_merged(spark
     assert (metrics.inserted, metrics.updated) == (3, 1)
     assert _history(lake, "x", 2) == [("WRITE", "app/past-stored@1"), ("MERGE", "app@1")]
     merged = lake.history("t", "x", 1)[0]["operationMetrics"]
-    assert int(merged["numSourceRows"]) == 2   # the MERGE saw only the overlap
+    assert int(merged["numSourceRows"]) == 1   # the MERGE saw only the overlap's changed row, (3, "C")
     assert _rows(lake, "x") == [(1, "a"), (2, "a"), (3, "C"), (4, "a"), (5, "e"), (6, "f"), (7, "g")]
     # replayed after a crash before the checkpoint: both commits found again, nothing written twice
     version = lake.version("t", "x")
@@ -156,7 +178,8 @@ def test_the_stored_end_of_times_allows_for_statistics_kept_to_the_millisecond(s
     metrics = lake.merge(batch, "t", "m", ("id", "t"), update="t.v <> s.v", txn=Txn("app", 0),
                          target_filter=KeyRange(bounds=(("t", minute(2), minute(4)),), values=(("id", (1,)),)))
     assert (metrics.inserted, metrics.updated) == (2, 0)
-    assert _history(lake, "m", 2) == [("WRITE", "app/past-stored@0"), ("MERGE", "app@0")]
+    # the rows past the stored end appended; the overlap, a row stored as it is, writes nothing
+    assert _history(lake, "m", 1) == [("WRITE", "app/past-stored@0")]
     assert len(_rows(lake, "m")) == 5
 
 def test_key_range_against_file_statistics():
