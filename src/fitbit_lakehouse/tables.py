@@ -409,14 +409,14 @@ class Lake:
 
     def _not_written_yet(self, layer: str, name: str, txn: Txn | None) -> bool:
         """True when Delta holds no commit of this exactly-once write (a replay finds the commit it made
-        before: its counts are that commit's). Unknown (a catalog table, read by name): False."""
+        before: its counts are that commit's). Where delta-rs cannot tell (a catalog table, a protocol it
+        does not read): False, and the MERGE gets the whole source, as Delta's own replay check needs."""
         if txn is None:
             return True
-        if not self.by_path:
+        log = self._log(layer, name)
+        if log is None:
             return False
-        from deltalake import DeltaTable
-
-        done = DeltaTable(self.path(layer, name)).transaction_version(txn.app_id)
+        done = log.transaction_version(txn.app_id)
         return done is None or done < txn.version
 
     def _changing(self, source: DataFrame, layer: str, name: str, key: Sequence[str], update: str | None,

@@ -71,6 +71,21 @@ def test_rows_stored_as_they_are_write_no_version_and_only_a_changed_row_is_merg
     assert _rows(lake, "x") == [(1, "a"), (2, "B"), (3, None)]
 
 
+def test_an_insert_only_write_of_stored_keys_writes_no_version(spark, lake):
+    """No update condition: a stored key is kept as it is (quarantine, user identities), so a batch of
+    stored keys only writes nothing, and a new key among them is inserted alone."""
+    schema = "id bigint, v string"
+    lake.merge(spark.createDataFrame([(1, "a"), (2, "b")], schema), "t", "x", ("id",))
+    version = lake.version("t", "x")
+    assert lake.merge(spark.createDataFrame([(1, "A"), (2, "b")], schema), "t", "x", ("id",),
+                      txn=Txn("app", 1)) == WriteMetrics()
+    assert lake.version("t", "x") == version
+    metrics = lake.merge(spark.createDataFrame([(2, "B"), (3, "c")], schema), "t", "x", ("id",), txn=Txn("app", 2))
+    assert (metrics.inserted, metrics.updated) == (1, 0)
+    assert lake.history("t", "x", 1)[0]["operationMetrics"]["numSourceRows"] == "1"
+    assert _rows(lake, "x") == [(1, "a"), (2, "b"), (3, "c")]
+
+
 def test_a_replayed_first_write_is_skipped_too(spark, lake):
     batch = spark.createDataFrame([(1, "a")], "id bigint, v string")
     assert lake.merge(batch, "t", "x", ("id",), txn=Txn("app", 0)).inserted == 1
@@ -181,6 +196,11 @@ def test_the_stored_end_of_times_allows_for_statistics_kept_to_the_millisecond(s
     # the rows past the stored end appended; the overlap, a row stored as it is, writes nothing
     assert _history(lake, "m", 1) == [("WRITE", "app/past-stored@0")]
     assert len(_rows(lake, "m")) == 5
+    # replayed after a crash before the checkpoint: the append found again, the overlap still nothing
+    version = lake.version("t", "m")
+    assert lake.merge(batch, "t", "m", ("id", "t"), update="t.v <> s.v", txn=Txn("app", 0),
+                      target_filter=KeyRange(bounds=(("t", minute(2), minute(4)),), values=(("id", (1,)),))) == metrics
+    assert lake.version("t", "m") == version
 
 def test_key_range_against_file_statistics():
     day = KeyRange(bounds=(("day", 20160613, 20160614),), values=(("id", (5, 9)),))
